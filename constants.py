@@ -1,0 +1,14 @@
+"""The file-name contract between the controller and the worker.
+
+Both sides import these names; nothing else belongs here.
+"""
+
+# In every task's working directory:
+GLOBAL_CONFIG_FILE = "config.pickle"  # the object every task shares
+TASK_RESOURCE_FILE = "resource.pickle"  # this task's parameters
+TASK_OUTPUT_FILE = "output.pickle"  # this task's result, written by the worker
+
+# The same files on the controller's side (runs/<run>/) and in blob storage,
+# where the task index tells them apart:
+LOCAL_RESOURCE_PATTERN = "task_{}_resource.pickle"
+LOCAL_OUTPUT_PATTERN = "task_{}_output.pickle"

@@ -1,0 +1,85 @@
+"""The interface every backend implements.
+
+The controller owns the flow (stage, submit, follow, collect, aggregate); a
+backend only knows how to start tasks, report their ends and bring an output
+file home. Nothing above this interface asks which backend is in use.
+"""
+
+import argparse
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from ..runs import RunFolder
+
+
+@dataclass
+class TaskEnd:
+    """How one task ended, after the retries it was allowed."""
+
+    index: int
+    succeeded: bool
+    exit_code: Optional[int] = None
+    stderr_tail: str = ""
+    failure_info: str = ""  # the backend's own account of a failure, if it gives one
+    attempts: int = 1
+
+
+@dataclass
+class TaskStates:
+    """Counts of the submitted tasks that have not ended, for the progress bar."""
+
+    pending: int = 0
+    running: int = 0
+
+
+class Backend(ABC):
+    name: str = ""
+
+    def __init__(self, run: RunFolder, options: argparse.Namespace, kit_dir: Path):
+        self.run = run
+        self.options = options
+        self.kit_dir = Path(kit_dir)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this backend's own flags (in their own group)."""
+
+    def check(self) -> None:
+        """Validate settings and reachability before anything is staged or created."""
+
+    @abstractmethod
+    def submit(self, indices: Sequence[int]) -> None:
+        """Start the given tasks; their inputs are staged in the run folder."""
+
+    @abstractmethod
+    def follow(self) -> Iterator[Optional[TaskEnd]]:
+        """Yield each submitted task once, as it ends, after its retries.
+
+        May yield None now and then while nothing ends, so that the caller can
+        refresh its progress display.
+        """
+
+    @abstractmethod
+    def fetch(self, index: int, destination: Path) -> None:
+        """Bring a succeeded task's output to `destination`, atomically.
+
+        Called from several threads at once. A backend whose tasks already
+        leave their outputs at their destination has nothing to do here.
+        """
+
+    def states(self) -> Optional[TaskStates]:
+        """Pending and running counts, where the backend knows them."""
+        return None
+
+    def close(self) -> None:
+        """Release what the backend holds (pools, clients); called once, always."""
+
+    def interrupted(self) -> None:
+        """Called on Ctrl-C before close(): say what is left running, if anything."""
+
+
+def tail(text: str, lines: int = 20) -> str:
+    """The last lines of a log, for failure reports."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])

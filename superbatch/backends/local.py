@@ -1,0 +1,151 @@
+"""The local backend: a pool of long-lived worker processes on this machine.
+
+Each task gets its own working directory (runs/<run>/work/task_<i>/) holding
+the two input files, exactly as on Batch; a pool process runs worker.run_task
+there, with stdout and stderr captured into stdout.txt and stderr.txt, and
+renames the output into runs/<run>/ the moment the task ends. The pool is
+joblib's (loky), which batches tiny tasks so they do not pay a round trip each.
+
+A task that kills its process (a segfault, os._exit, the out-of-memory killer)
+breaks the pool; the tasks that had not ended then run one `python worker.py`
+process each, so that the culprit gets its own exit code and stderr.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import joblib
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
+
+from .base import Backend, TaskEnd, tail
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def submit(self, indices: Sequence[int]) -> None:
+        self.queue = list(indices)
+
+    def follow(self) -> Iterator[Optional[TaskEnd]]:
+        run_dir, kit_dir, retries = str(self.run.path), str(self.kit_dir), self.options.retries
+        ended = set()
+        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries) for index in self.queue)
+        try:
+            parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered")
+            for end in parallel(calls):
+                ended.add(end.index)
+                yield end
+        except TerminatedWorkerError:
+            for index in self.queue:
+                if index not in ended:
+                    yield run_in_subprocess(run_dir, kit_dir, index, retries)
+
+    def fetch(self, index: int, destination: Path) -> None:
+        pass  # the pool process already renamed the output into the run folder
+
+
+# --- what runs in the pool processes ---------------------------------------
+
+
+def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int) -> TaskEnd:
+    """Run one task in this (long-lived) process, retrying it if it fails."""
+    if kit_dir not in sys.path:
+        sys.path.insert(0, kit_dir)
+    import worker
+
+    workdir = prepare_workdir(Path(run_dir), index)
+    for attempt in range(1, retries + 2):
+        with captured_output(workdir):
+            exit_code = _call_worker(worker.run_task, workdir)
+        if exit_code == 0:
+            break
+    return finish(Path(run_dir), workdir, index, exit_code, attempt)
+
+
+def run_in_subprocess(run_dir: str, kit_dir: str, index: int, retries: int) -> TaskEnd:
+    """Run one task as its own `python worker.py` process, as Batch would."""
+    workdir = prepare_workdir(Path(run_dir), index)
+    for attempt in range(1, retries + 2):
+        with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+            exit_code = subprocess.run([sys.executable, os.path.join(kit_dir, "worker.py")], cwd=workdir, stdout=out, stderr=err).returncode
+        if exit_code == 0:
+            break
+    return finish(Path(run_dir), workdir, index, exit_code, attempt)
+
+
+def _call_worker(run_task, workdir: Path) -> int:
+    """worker.py's main(), as a function: the exit code it would have had."""
+    try:
+        run_task(str(workdir))
+        return 0
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
+def prepare_workdir(run_dir: Path, index: int) -> Path:
+    """A fresh working directory holding the task's two input files."""
+    workdir = run_dir / "work" / f"task_{index}"
+    if workdir.exists():
+        shutil.rmtree(workdir)  # left over by a run that was killed
+    workdir.mkdir(parents=True)
+    _link(run_dir / GLOBAL_CONFIG_FILE, workdir / GLOBAL_CONFIG_FILE)
+    _link(run_dir / LOCAL_RESOURCE_PATTERN.format(index), workdir / TASK_RESOURCE_FILE)
+    return workdir
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # instant, and no extra disk for a large config
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def finish(run_dir: Path, workdir: Path, index: int, exit_code: int, attempts: int) -> TaskEnd:
+    """Move the output home (or keep the failure's stderr) and clear the working directory."""
+    output = workdir / TASK_OUTPUT_FILE
+    if exit_code == 0 and output.exists():
+        os.replace(output, run_dir / LOCAL_OUTPUT_PATTERN.format(index))
+        end = TaskEnd(index, True, 0, attempts=attempts)
+    else:
+        stderr = (workdir / "stderr.txt").read_text(errors="replace")
+        if exit_code == 0:  # exited cleanly but left nothing: still a failure
+            exit_code, stderr = 1, stderr + f"\nthe task exited with code 0 but wrote no {TASK_OUTPUT_FILE}"
+        logs = run_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        (logs / f"task_{index}_stderr.txt").write_text(stderr)
+        end = TaskEnd(index, False, exit_code, stderr_tail=tail(stderr), attempts=attempts)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return end
+
+
+@contextlib.contextmanager
+def captured_output(workdir: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so
+    that C extensions and child processes are captured too) to the task's
+    stdout.txt and stderr.txt, as Batch does, then restore them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+        file = os.open(workdir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(file, fd)
+        os.close(file)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)

@@ -1,0 +1,99 @@
+"""The command line of controller.py."""
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .backends import BACKENDS
+from .errors import SuperbatchError, UsageError
+from .flow import TaskFailures, run_job
+from .runs import check_run_name, default_run_name
+
+KIT_DIR = Path(__file__).resolve().parent.parent  # the folder holding controller.py and task.py
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, like every other error of the kit, instead of usage + error.
+        raise UsageError(f"{message} (see --help)")
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+
+
+def run_name(text: str) -> str:
+    try:
+        return check_run_name(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--run {text!r}: ")) from None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="controller.py",
+        description="Run every task that task.py defines and print the aggregate of their results.",
+        epilog="The same --run again resumes a run: only the tasks without an output run again.",
+    )
+    parser.add_argument("--backend", choices=list(BACKENDS), default="local", help="where the tasks run (default: local, worker processes on this machine)")
+    parser.add_argument("--run", type=run_name, metavar="NAME", help="name of the run, its folder is runs/NAME/ (default: run-<date>-<time>); the same name again resumes it")
+    parser.add_argument("--workers", type=positive_int, metavar="N", default=os.cpu_count(), help="tasks run at once by the local and docker backends (default: the number of CPUs, %(default)s here)")
+    parser.add_argument("--retries", type=non_negative_int, metavar="N", default=0, help="times a failed task is tried again (default: 0)")
+    parser.add_argument("--allow-failures", action="store_true", help="aggregate the results of the tasks that succeeded instead of failing the run")
+    parser.add_argument("--restage", action="store_true", help="accept a task.py whose inputs differ from the run's staged ones: stage them again and rerun the tasks they change")
+    parser.add_argument("--summary-json", type=Path, metavar="PATH", help="write a machine-readable summary of the run to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        options = build_parser().parse_args(argv)
+        options.run = options.run or default_run_name()
+        if not options.quiet:
+            print(f"[superbatch] run {options.run} on the {options.backend} backend (resume it with --run {options.run})", file=sys.stderr)
+        summary = run_job(options, KIT_DIR, KIT_DIR / "runs")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun with --run {options.run} to resume", file=sys.stderr)
+        return 130
+    except TaskFailures as failures:
+        if options.summary_json:
+            failures.summary.write(options.summary_json)
+        return _fail(failures, debug)
+    except SuperbatchError as error:
+        return _fail(error, debug)
+    if options.summary_json:
+        summary.write(options.summary_json)
+    if summary.failures:
+        print(f"warning: {len(summary.failures)} tasks failed ({', '.join(str(f.index) for f in summary.failures[:10])}); aggregated the other {summary.tasks['total'] - len(summary.failures)}", file=sys.stderr)
+    print(summary.aggregate)
+    return 0
+
+
+def _fail(error: SuperbatchError, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(error)
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_code

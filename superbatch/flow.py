@@ -1,0 +1,173 @@
+"""The one flow every backend follows: stage, submit, follow, collect, aggregate."""
+
+import argparse
+import json
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from .backends import Backend, TaskEnd, backend_class
+from .errors import SuperbatchError
+from .progress import Progress
+from .runs import RunFolder
+from .staging import Stager
+from .taskdef import TaskDefinition, load_task_definition
+
+FETCH_THREADS = 16  # outputs downloaded at once (azure); local outputs are already home
+
+
+@dataclass
+class Failure:
+    index: int
+    exit_code: Any
+    stderr_tail: str
+    failure_info: str = ""
+
+
+@dataclass
+class Summary:
+    run: str
+    backend: str
+    tasks: dict = field(default_factory=dict)  # counts by outcome
+    phases: dict = field(default_factory=dict)  # wall seconds by phase
+    failures: list = field(default_factory=list)
+    aggregate: Any = None
+
+    def write(self, path: Path) -> None:
+        data = asdict(self)
+        try:
+            json.dumps(data["aggregate"])
+        except (TypeError, ValueError):
+            data["aggregate"] = repr(data["aggregate"])
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+class TaskFailures(SuperbatchError):
+    """Some tasks failed and --allow-failures was not given."""
+
+    def __init__(self, summary: Summary, total: int):
+        self.summary = summary
+        summary.failures.sort(key=lambda failure: failure.index)
+        count = len(summary.failures)
+        first = summary.failures[0]
+        lines = [
+            f"{count} of {total} tasks failed (first: task {first.index}, exit code {first.exit_code}); "
+            f"fix task.py and rerun with --run {summary.run} to run only those, or add --allow-failures to aggregate the rest"
+        ]
+        for failure in summary.failures[:5]:
+            lines.append(f"  task {failure.index} exited with code {failure.exit_code}" + (f" ({failure.failure_info})" if failure.failure_info else "") + "; last lines of its stderr:")
+            lines.extend("    " + line for line in (failure.stderr_tail or "(empty)").splitlines())
+        if count > 5:
+            lines.append(f"  ... and {count - 5} more; see the summary (--summary-json) and runs/{summary.run}/logs/")
+        super().__init__("\n".join(lines))
+
+
+@contextmanager
+def timed(phases: dict, name: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - started, 4)
+
+
+def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Summary:
+    """Run every task of kit_dir/task.py on the chosen backend; return the summary."""
+    summary = Summary(run=options.run, backend=options.backend)
+    phases = summary.phases
+    with timed(phases, "load"):
+        definition = load_task_definition(kit_dir)
+        run = RunFolder(runs_dir, options.run)
+        backend: Backend = backend_class(options.backend)(run, options, kit_dir)
+        backend.check()  # every setting validated before anything is staged or created
+
+    with timed(phases, "stage"):
+        total = Stager(run, restage=options.restage).stage(definition)
+    pending = [index for index in range(total) if not run.is_home(index)]
+    summary.tasks = {"total": total, "already_done": total - len(pending), "succeeded": 0, "failed": 0}
+
+    progress = Progress(total, total - len(pending), quiet=options.quiet)
+    try:
+        with timed(phases, "run"):
+            if pending:
+                _run_tasks(backend, run, pending, summary, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        backend.interrupted()
+        raise
+    else:
+        progress.close()
+    finally:
+        backend.close()
+
+    if summary.failures and not options.allow_failures:
+        raise TaskFailures(summary, total)
+    with timed(phases, "aggregate"):
+        summary.aggregate = _aggregate(definition, run, total)
+    return summary
+
+
+def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary, progress: Progress) -> None:
+    """Submit the pending tasks, follow them and bring each output home as it ends."""
+    fetched: queue.SimpleQueue = queue.SimpleQueue()  # (index, error or None) from the fetch threads
+    in_flight = 0
+
+    def fetch(index: int) -> None:
+        try:
+            backend.fetch(index, run.output_path(index))
+            fetched.put((index, None))
+        except Exception as error:  # reported as that task's failure below
+            fetched.put((index, error))
+
+    def settle(block: bool) -> None:
+        nonlocal in_flight
+        while in_flight:
+            try:
+                index, error = fetched.get(block=block)
+            except queue.Empty:
+                return
+            in_flight -= 1
+            if error is None:
+                _record(summary, progress, TaskEnd(index, True))
+            else:
+                _record(summary, progress, TaskEnd(index, False, None, failure_info=f"its output could not be fetched: {error}"))
+
+    backend.submit(pending)
+    with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch") as fetchers:
+        for end in backend.follow():
+            if end is None:
+                progress.refresh(backend.states())
+            elif not end.succeeded:
+                _record(summary, progress, end)
+            elif run.is_home(end.index):
+                _record(summary, progress, end)  # never fetched twice
+            else:
+                in_flight += 1
+                fetchers.submit(fetch, end.index)
+            settle(block=False)
+        settle(block=True)
+
+
+def _record(summary: Summary, progress: Progress, end: TaskEnd) -> None:
+    if end.succeeded:
+        summary.tasks["succeeded"] += 1
+    else:
+        summary.tasks["failed"] += 1
+        summary.failures.append(Failure(end.index, end.exit_code, end.stderr_tail, end.failure_info))
+    progress.task_ended(end.succeeded)
+
+
+def _aggregate(definition: TaskDefinition, run: RunFolder, total: int) -> Any:
+    results = [joblib.load(run.output_path(index)) for index in range(total) if run.is_home(index)]
+    try:
+        return definition.aggregate(results)
+    except Exception as error:
+        raise SuperbatchError(
+            f"task.py: aggregate() raised {type(error).__name__}: {error}; the task results are kept in runs/{run.name}/, rerun with --run {run.name} to aggregate again"
+        ) from error
