@@ -6,11 +6,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from .backends import BACKENDS
+from .backends import BACKENDS, backend_class
 from .errors import SuperbatchError, UsageError
 from .flow import TaskFailures, run_job
 from .runs import check_run_name, default_run_name
 
+DEFAULT_IMAGE = "superbatch-worker:latest"
 KIT_DIR = Path(__file__).resolve().parent.parent  # the folder holding controller.py and task.py
 
 
@@ -63,6 +64,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--summary-json", type=Path, metavar="PATH", help="write a machine-readable summary of the run to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    image = parser.add_argument_group("worker image (docker and azure backends)")
+    image.add_argument("--image", metavar="NAME", default=os.environ.get("DOCKER_IMAGE", DEFAULT_IMAGE), help="the worker image (default: $DOCKER_IMAGE or %(default)s)")
+    image.add_argument("--build", action="store_true", help="build the image from the Dockerfile before the run")
+    image.add_argument("--base-image", metavar="IMAGE", help="with --build: the Dockerfile's BASE_IMAGE build argument (default: the Dockerfile's own)")
+    image.add_argument("--push", action="store_true", help="push the image to $REGISTRY_SERVER before the run, logging in with $REGISTRY_USERNAME and $REGISTRY_PASSWORD")
+
+    for name in BACKENDS:
+        try:
+            backend = backend_class(name)
+        except UsageError:
+            continue  # not in this version yet
+        backend.add_arguments(parser.add_argument_group(f"{name} backend"))
     return parser
 
 

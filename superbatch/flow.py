@@ -86,6 +86,14 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Summa
         run = RunFolder(runs_dir, options.run)
         backend: Backend = backend_class(options.backend)(run, options, kit_dir)
         backend.check()  # every setting validated before anything is staged or created
+    if options.build or options.push:
+        from . import image  # the docker SDK, only when asked for
+
+        with timed(phases, "image"):
+            if options.build:
+                image.build(kit_dir, options.image, base_image=options.base_image, quiet=options.quiet)
+            if options.push:
+                image.push(options.image, quiet=options.quiet)
 
     with timed(phases, "stage"):
         total = Stager(run, restage=options.restage).stage(definition)
