@@ -1,0 +1,157 @@
+"""The docker backend: every task in a container of the worker image.
+
+This is the Batch task, on this machine: the task's working directory
+(runs/<run>/work/task_<i>/, holding its two input files) is mounted into the
+container at the same path and made its working directory, and the container
+runs the same command line as a Batch task (TASK_COMMAND_LINE). Running the
+kit here first shows that the image has everything task.py needs before it
+goes to the cloud.
+
+Up to --workers containers run at once, each followed by a thread that waits
+for it, keeps its stdout and stderr as stdout.txt and stderr.txt (as Batch
+does), and removes it. Containers run as the host user, so that the files
+the task writes in the mounted directory are the user's to read and delete.
+"""
+
+import os
+import shlex
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from ..errors import SuperbatchError
+from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
+from .base import Backend, TaskEnd, TaskStates
+from .local import finish, prepare_workdir
+
+LABEL = "superbatch.run"  # on every container, so that leftovers can be found: docker ps -a --filter label=superbatch.run
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def check(self) -> None:
+        from ..image import docker_client, image_exists
+
+        # One connection per waiting thread, and a few for starting and removing.
+        self.client = docker_client(max_pool_size=self.options.workers + 4)
+        if not self.options.build and not image_exists(self.client, self.options.image):
+            raise SuperbatchError(
+                f"there is no image {self.options.image} in the Docker engine; "
+                "add --build to build it from the Dockerfile (or pass --image NAME)"
+            )
+        self._lock = threading.Lock()
+        self._containers = {}  # index -> the running container, for interrupted()
+        self._pending = self._running = 0
+        self._stopping = False
+
+    def submit(self, indices: Sequence[int]) -> None:
+        self.queue = list(indices)
+        self._pending = len(self.queue)
+
+    def follow(self) -> Iterator[Optional[TaskEnd]]:
+        pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="container")
+        try:
+            futures = {pool.submit(self._run_task, index) for index in self.queue}
+            while futures:
+                done, futures = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                if not done:
+                    yield None  # nothing ended this second: let the progress refresh
+                for future in done:
+                    yield future.result()
+        finally:
+            # On Ctrl-C, tasks not started yet never start; running ones are
+            # killed by interrupted() or close().
+            self._stopping = True
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def fetch(self, index: int, destination: Path) -> None:
+        pass  # the output was renamed into the run folder when the container ended
+
+    def states(self) -> Optional[TaskStates]:
+        with self._lock:
+            return TaskStates(pending=self._pending, running=self._running)
+
+    def interrupted(self) -> None:
+        with self._lock:
+            running = list(self._containers.values())
+        for container in running:
+            _quietly(container.kill)
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is None:
+            return
+        self.interrupted()  # nothing is left running once the controller exits
+        client.close()
+
+    # --- one task, in a worker thread ---------------------------------------
+
+    def _run_task(self, index: int) -> TaskEnd:
+        with self._lock:
+            self._pending -= 1
+            self._running += 1
+        try:
+            return self._attempts(index)
+        except Exception as error:  # the engine failed us (not the task): report it as this task's failure
+            return TaskEnd(index, False, None, failure_info=f"the Docker engine failed: {error}")
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _attempts(self, index: int) -> TaskEnd:
+        workdir = prepare_workdir(self.run.path, index)
+        for attempt in range(1, self.options.retries + 2):
+            if self._stopping:
+                return TaskEnd(index, False, None, failure_info="not run: the run was interrupted", attempts=attempt - 1)
+            exit_code, info = self._run_container(index, workdir)
+            if exit_code == 0:
+                break
+        end = finish(self.run.path, workdir, index, exit_code, attempt)
+        if info and not end.succeeded:
+            end.failure_info = info
+        return end
+
+    def _run_container(self, index: int, workdir: Path) -> tuple[int, str]:
+        """Run the task's container to its end; its logs go to workdir. Returns (exit code, info)."""
+        mount = str(workdir.resolve())
+        container = self.client.containers.create(
+            self.options.image,
+            command=shlex.split(TASK_COMMAND_LINE),
+            working_dir=mount,
+            volumes={mount: {"bind": mount, "mode": "rw"}},
+            user=_host_user(),
+            labels={LABEL: self.run.name, "superbatch.task": str(index)},
+            detach=True,
+        )
+        try:
+            with self._lock:
+                self._containers[index] = container
+            container.start()
+            exit_code = container.wait(timeout=None)["StatusCode"]
+            (workdir / "stdout.txt").write_bytes(container.logs(stdout=True, stderr=False))
+            (workdir / "stderr.txt").write_bytes(container.logs(stdout=False, stderr=True))
+            container.reload()
+            info = "the container ran out of memory and was killed" if container.attrs["State"].get("OOMKilled") else ""
+            return exit_code, info
+        finally:
+            with self._lock:
+                self._containers.pop(index, None)
+            _quietly(lambda: container.remove(force=True))
+
+
+def _host_user() -> Optional[str]:
+    """uid:gid of the user running the controller (None where there is no such thing)."""
+    if hasattr(os, "getuid"):
+        return f"{os.getuid()}:{os.getgid()}"
+    return None
+
+
+def _quietly(action) -> None:
+    from docker.errors import DockerException
+
+    try:
+        action()
+    except DockerException:
+        pass  # already gone
