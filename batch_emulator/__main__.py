@@ -1,0 +1,54 @@
+"""python -m batch_emulator --host 127.0.0.1 --port 8770 --account NAME --key KEY ..."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .server import DEFAULT_ACCOUNT, build, new_key
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m batch_emulator",
+                                description="Azure Batch (REST API 2025-06-01) on this machine.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8770)
+    p.add_argument("--account", default=DEFAULT_ACCOUNT, help="the Batch account name clients sign with")
+    p.add_argument("--key", default=None, help="base64 account key (default: a new random key, printed)")
+    p.add_argument("--docker", choices=("auto", "on", "off"), default="auto",
+                   help="run tasks with containerSettings in Docker: auto (if an engine answers), on, off")
+    p.add_argument("--faults", default=None, metavar="SPEC",
+                   help="e.g. transient=0.1,throttle=0.05,preempt=0.3,seed=7")
+    p.add_argument("--node-startup-delay", type=float, default=0.05, metavar="S")
+    p.add_argument("--preempt-recovery", type=float, default=None, metavar="S",
+                   help="how long a preempted node stays away (default: max(0.2, start-up delay))")
+    p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args(argv)
+
+    key = args.key or new_key()
+    try:
+        app, backend = build(args.account, key, docker=args.docker, faults=args.faults,
+                             node_startup_delay=args.node_startup_delay, workdir=args.workdir,
+                             preempt_recovery=args.preempt_recovery)
+    except (ValueError, RuntimeError) as e:
+        print(f"batch_emulator: {e}", file=sys.stderr)
+        return 2
+    backend.base_url = f"http://{args.host}:{args.port}"
+    logging.basicConfig(level=args.log_level.upper())
+    print(f"Batch emulator on {backend.base_url}  account={args.account}"
+          + ("" if args.key else f"  key={key}")
+          + f"  docker={'yes' if backend.runner.docker else 'no'}  workdir={backend.workdir}", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                    lifespan="off")
+    finally:
+        backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

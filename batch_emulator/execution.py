@@ -1,0 +1,392 @@
+"""Execution: what a compute node does with one task run.
+
+Every run gets a task directory (``stdout.txt``, ``stderr.txt`` and the
+working directory ``wd/``), as on a Batch node. The steps are the service's:
+download the resource files into the working directory, run the command line
+there (never under a shell), then upload the output files whose upload
+condition matches. With a Docker engine and container settings the command
+line runs in the task's image, the node's task root mounted at the same path
+and the working directory used as the container's working directory.
+
+Nothing here touches the service state; ``models`` drives these steps from a
+node's worker thread and records the outcome.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+@dataclass
+class RunSpec:
+    """Everything a node needs to run one attempt of one task."""
+    task_dir: Path
+    command_line: str
+    env: dict[str, str]                    # AZ_BATCH_* plus the task's settings (not the host's)
+    resource_files: list[dict] = field(default_factory=list)
+    output_files: list[dict] = field(default_factory=list)
+    container: dict | None = None          # the task's containerSettings
+    registries: list[dict] = field(default_factory=list)  # the pool's containerRegistries
+    node_root: Path | None = None          # mounted into containers
+    max_wall_clock: float | None = None    # seconds
+
+    @property
+    def wd(self) -> Path:
+        return self.task_dir / "wd"
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None = None
+    failure: dict | None = None            # a BatchTaskFailureInfo body
+    container_info: dict | None = None
+    cancelled: str | None = None           # why the run was cut short, if it was
+
+
+def failure(code: str, message: str, category: str = "usererror", **details: str) -> dict:
+    info = {"category": category, "code": code, "message": message}
+    if details:
+        info["details"] = [{"name": k, "value": v} for k, v in details.items()]
+    return info
+
+
+class RunHandle:
+    """Lets another thread stop a run: task terminated, node preempted or removed."""
+
+    def __init__(self, preempt_after: float | None = None):
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self.container = None
+        self.deadline_reason: str | None = None
+        # A run chosen for preemption is cut short after this long (or, if it
+        # ends sooner, is treated as preempted just before completing).
+        self.preempt_at = time.monotonic() + preempt_after if preempt_after is not None else None
+        self.planned_preempt = preempt_after is not None
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            proc, container = self.proc, self.container
+        _kill(proc, container)
+
+    def attach(self, proc=None, container=None) -> bool:
+        """Record the running process; False if the run was cancelled meanwhile."""
+        with self._lock:
+            self.proc, self.container = proc, container
+            cancelled = self.reason is not None
+        if cancelled:
+            _kill(proc, container)
+        return not cancelled
+
+
+def _kill(proc, container) -> None:
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)   # the whole process group
+        except (ProcessLookupError, PermissionError):
+            pass
+    if container is not None:
+        try:
+            container.kill()
+        except Exception:  # already gone: nothing to stop
+            pass
+
+
+def _redact(url: str) -> str:
+    """A URL without its query string, so SAS tokens never reach logs or task info."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+# --- resource files ---------------------------------------------------------------
+
+def download_resource_files(spec: RunSpec) -> dict | None:
+    """Fetch every resource file into the working directory; a failure body or None."""
+    for rf in spec.resource_files:
+        try:
+            if "httpUrl" in rf:
+                _download_http(rf["httpUrl"], spec.wd / rf["filePath"])
+            elif "storageContainerUrl" in rf:
+                _download_container(rf, spec.wd)
+            else:
+                return failure("ResourceFileSourceNotSupported",
+                               "autoStorageContainerName needs a linked storage account, "
+                               "which the Batch emulator does not have.")
+            if rf.get("fileMode") and "httpUrl" in rf:
+                os.chmod(spec.wd / rf["filePath"], int(rf["fileMode"], 8))
+        except urllib.error.HTTPError as e:
+            code = {403: "BlobAccessDenied", 404: "BlobNotFound"}.get(e.code, "BlobDownloadMiscError")
+            return failure(code, f"Downloading {_redact(rf['httpUrl'])} failed with HTTP {e.code}.",
+                           FilePath=rf.get("filePath", ""))
+        except Exception as e:  # unreachable host, bad container SAS, disk errors
+            url = rf.get("httpUrl") or rf.get("storageContainerUrl") or ""
+            code = "BlobDownloadMiscError" if "httpUrl" in rf else "ResourceContainerListMiscError"
+            return failure(code, f"Downloading {_redact(url)} failed: {type(e).__name__}: {str(e)[:300]}",
+                           FilePath=rf.get("filePath", ""))
+    return None
+
+
+def _download_http(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+        shutil.copyfileobj(resp, out, DOWNLOAD_CHUNK)   # streamed, never whole in memory
+
+
+def _download_container(rf: dict, wd: Path) -> None:
+    from azure.storage.blob import ContainerClient
+
+    base = wd / rf.get("filePath", "")
+    container = ContainerClient.from_container_url(rf["storageContainerUrl"])
+    with container:
+        for blob in container.list_blobs(name_starts_with=rf.get("blobPrefix") or None):
+            dest = base / blob.name
+            if wd.resolve() not in dest.resolve().parents:
+                continue  # a blob name that would escape the working directory
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "wb") as out:
+                container.download_blob(blob.name).readinto(out)
+
+
+# --- the command line -------------------------------------------------------------
+
+class Runner:
+    """Runs command lines on the host, or in containers when an engine is there."""
+
+    def __init__(self, docker_mode: str = "auto"):
+        if docker_mode not in ("auto", "on", "off"):
+            raise ValueError(f"docker mode must be auto, on or off, not {docker_mode!r}")
+        self.docker = None
+        self.docker_problem = "docker mode is off"
+        if docker_mode != "off":
+            self.docker, self.docker_problem = _connect_docker()
+            if self.docker is None and docker_mode == "on":
+                raise RuntimeError(f"--docker on, but no Docker engine answers: {self.docker_problem}")
+        self._pull_lock = threading.Lock()
+
+    def run(self, spec: RunSpec, handle: RunHandle) -> Outcome:
+        if spec.container is not None and self.docker is not None:
+            return self._run_container(spec, handle)
+        return self._run_host(spec, handle)
+
+    def _deadline(self, spec: RunSpec, handle: RunHandle, started: float):
+        """(seconds to wait, what happens when they run out) for the nearer limit."""
+        limits = []
+        if spec.max_wall_clock is not None:
+            limits.append((started + spec.max_wall_clock, "wallclock"))
+        if handle.preempt_at is not None:
+            limits.append((handle.preempt_at, "preempt"))
+        if not limits:
+            return None, None
+        at, why = min(limits)
+        return max(0.0, at - time.monotonic()), why
+
+    def _run_host(self, spec: RunSpec, handle: RunHandle) -> Outcome:
+        try:
+            argv = shlex.split(spec.command_line)
+        except ValueError as e:
+            return Outcome(failure=failure("CommandLineInvalid", f"The command line cannot be split: {e}"))
+        if not argv:
+            return Outcome(failure=failure("CommandLineInvalid", "The command line is empty."))
+        started = time.monotonic()
+        with open(spec.task_dir / "stdout.txt", "ab") as out, open(spec.task_dir / "stderr.txt", "ab") as err:
+            try:
+                # No shell, as on a Linux Batch node; a new session so a kill
+                # reaches the children the command line started.
+                proc = subprocess.Popen(argv, cwd=spec.wd, env={**os.environ, **spec.env}, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=err, start_new_session=True)
+            except FileNotFoundError:
+                return Outcome(failure=failure(
+                    "CommandProgramNotFound", f"The program {argv[0]!r} of the command line was not found."))
+            except PermissionError:
+                return Outcome(failure=failure(
+                    "CommandProgramNotExecutable", f"The program {argv[0]!r} cannot be executed."))
+        if not handle.attach(proc=proc):
+            proc.wait()
+            return Outcome(cancelled=handle.reason)
+        timeout, why = self._deadline(spec, handle, started)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            handle.cancel(why)
+            code = proc.wait()
+        if handle.reason is not None:
+            return Outcome(exit_code=code, cancelled=handle.reason)
+        return Outcome(exit_code=code)
+
+    # -- containers --
+
+    def _run_container(self, spec: RunSpec, handle: RunHandle) -> Outcome:
+        import docker.errors
+
+        settings = spec.container
+        image = settings["imageName"]
+        try:
+            self._ensure_image(image, [settings["registry"]] if settings.get("registry") else spec.registries)
+        except Exception as e:
+            return Outcome(failure=failure(
+                "ContainerPullImageFailed", f"Pulling the image {image!r} failed: {str(e)[:300]}"))
+        try:
+            argv = shlex.split(spec.command_line)
+        except ValueError as e:
+            return Outcome(failure=failure("CommandLineInvalid", f"The command line cannot be split: {e}"))
+        root = str(spec.node_root or spec.task_dir)
+        kwargs = {}
+        if settings.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
+            kwargs["working_dir"] = str(spec.wd)
+        # Inside the container only Batch's variables and the task's own
+        # settings are set, not the emulator host's environment.
+        env = dict(spec.env)
+        try:
+            container = self.docker.containers.create(
+                image, command=argv or None, environment=env, detach=True,
+                volumes={root: {"bind": root, "mode": "rw"}}, **kwargs)
+        except docker.errors.APIError as e:
+            return Outcome(failure=failure("ContainerCreateFailed", f"Creating the container failed: {str(e)[:300]}"))
+        info = {"containerId": container.id, "state": "created"}
+        try:
+            if not handle.attach(container=container):
+                return Outcome(cancelled=handle.reason, container_info=info)
+            started = time.monotonic()
+            try:
+                container.start()
+            except docker.errors.APIError as e:
+                return Outcome(failure=failure("ContainerStartFailed", f"Starting the container failed: {str(e)[:300]}"),
+                               container_info={**info, "error": str(e)[:300]})
+            timeout, why = self._deadline(spec, handle, started)
+            try:
+                result = container.wait(timeout=timeout) if timeout is not None else container.wait()
+                code = int(result.get("StatusCode", -1))
+            except Exception:  # the wait timed out: the run reached its limit
+                handle.cancel(why)
+                code = int(container.wait().get("StatusCode", -1))
+            with open(spec.task_dir / "stdout.txt", "ab") as out:
+                out.write(container.logs(stdout=True, stderr=False))
+            with open(spec.task_dir / "stderr.txt", "ab") as err:
+                err.write(container.logs(stdout=False, stderr=True))
+            info["state"] = "exited"
+            if handle.reason is not None:
+                return Outcome(exit_code=code, cancelled=handle.reason, container_info=info)
+            return Outcome(exit_code=code, container_info=info)
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:
+                pass
+
+    def _ensure_image(self, image: str, registries: list[dict]) -> None:
+        import docker.errors
+
+        with self._pull_lock:   # one pull of an image at a time, not one per slot
+            try:
+                self.docker.images.get(image)
+                return
+            except docker.errors.ImageNotFound:
+                pass
+            repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+            self.docker.images.pull(repo, tag=tag or "latest", auth_config=_auth_for(image, registries))
+
+    def prefetch(self, images: list[str], registries: list[dict]) -> None:
+        """Pull a pool's containerImageNames when a node starts (errors only logged)."""
+        if self.docker is None:
+            return
+        for image in images:
+            try:
+                self._ensure_image(image, registries)
+            except Exception:
+                pass  # the task that needs the image will report the failure
+
+
+def _auth_for(image: str, registries: list[dict]) -> dict | None:
+    """The credentials of the registry that serves ``image``, in docker SDK form."""
+    first = image.split("/")[0]
+    host = first if ("." in first or ":" in first or first == "localhost") and "/" in image else "docker.io"
+    for reg in registries:
+        server = (reg.get("registryServer") or "docker.io").split("://")[-1].rstrip("/")
+        if server == host and reg.get("username"):
+            return {"username": reg["username"], "password": reg.get("password", "")}
+    return None
+
+
+def _connect_docker():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client, None
+    except Exception as e:  # no socket, no daemon, no permission
+        return None, f"{type(e).__name__}: {e}"
+
+
+# --- output files -----------------------------------------------------------------
+
+def upload_output_files(spec: RunSpec, succeeded: bool) -> dict | None:
+    """Upload the output files whose condition holds; a failure body or None."""
+    wanted = "tasksuccess" if succeeded else "taskfailure"
+    log = []
+    for of in spec.output_files:
+        if of["uploadOptions"]["uploadCondition"] not in (wanted, "taskcompletion"):
+            continue
+        dest = of["destination"]["container"]
+        pattern = of["filePattern"]
+        try:
+            for local, blob_name in _matches(spec.wd, pattern, dest.get("path")):
+                _upload(dest["containerUrl"], blob_name, local)
+                log.append(f"uploaded {local} to {blob_name}")
+        except Exception as e:
+            message = (f"Uploading {pattern!r} to {_redact(dest['containerUrl'])} failed: "
+                       f"{type(e).__name__}: {str(e)[:300]}")
+            (spec.task_dir / "fileuploaderr.txt").write_text(message + "\n")
+            return failure("FileUploadMiscError", message, FilePattern=pattern)
+    if log:
+        (spec.task_dir / "fileuploadout.txt").write_text("\n".join(log) + "\n")
+    return None
+
+
+def _matches(wd: Path, pattern: str, path: str | None):
+    """(local file, blob name) pairs for one filePattern, as the service names them."""
+    if not glob.has_magic(pattern):
+        local = Path(pattern) if os.path.isabs(pattern) else wd / pattern
+        if local.is_file():
+            yield local, path or local.name
+        return
+    # The part of the pattern before its first wildcard is the base that is
+    # cut off; what follows keeps its directory structure under ``path``.
+    parts = pattern.split("/")
+    fixed = []
+    for p in parts:
+        if glob.has_magic(p):
+            break
+        fixed.append(p)
+    base = Path("/".join(fixed)) if fixed else Path()
+    base = base if base.is_absolute() else wd / base
+    root = pattern if os.path.isabs(pattern) else str(wd / pattern)
+    for name in sorted(glob.glob(root, recursive=True)):
+        local = Path(name)
+        if not local.is_file():
+            continue
+        rel = local.relative_to(base).as_posix()
+        yield local, f"{path.rstrip('/')}/{rel}" if path else rel
+
+
+def _upload(container_url: str, blob_name: str, local: Path) -> None:
+    from azure.storage.blob import ContainerClient
+
+    with ContainerClient.from_container_url(container_url) as container, open(local, "rb") as data:
+        container.upload_blob(blob_name, data, overwrite=True)

@@ -1,0 +1,127 @@
+"""Starting the emulator: in this process (for tests) or as a program.
+
+    from batch_emulator.server import start_emulator
+
+    with start_emulator(node_startup_delay=0.05, docker="off") as emu:
+        client = emu.client()          # an azure.batch.BatchClient
+        ...
+        emu.stats()                    # the counters of /_emulator/stats
+
+The server listens on a free port of 127.0.0.1 unless told otherwise and runs
+uvicorn in a background thread; ``stop()`` (or leaving the ``with``) shuts it
+down and ends the task processes it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from .execution import Runner
+from .faults import FaultPlan
+from .models import BatchBackend, default_workdir
+from .responses import BatchResponses
+from .urls import build_app
+
+DEFAULT_ACCOUNT = "emulator"
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(64)).decode()
+
+
+def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPlan | None = None,
+          node_startup_delay: float = 0.05, workdir: str | Path | None = None,
+          preempt_recovery: float | None = None):
+    """The ASGI app and its backend, not yet listening."""
+    plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
+    backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), Runner(docker),
+                           faults=plan, node_startup_delay=node_startup_delay,
+                           preempt_recovery=preempt_recovery)
+    return build_app(BatchResponses(backend, account, key)), backend
+
+
+class EmulatorHandle:
+    """A running emulator: where it listens, its credentials, its counters."""
+
+    def __init__(self, endpoint, account, key, backend, server, thread, owns_workdir):
+        self.endpoint, self.account, self.key = endpoint, account, key
+        self.backend = backend
+        self._server, self._thread, self._owns_workdir = server, thread, owns_workdir
+
+    @property
+    def workdir(self) -> Path:
+        return self.backend.workdir
+
+    @property
+    def docker_available(self) -> bool:
+        return self.backend.runner.docker is not None
+
+    def credential(self):
+        from azure.core.credentials import AzureNamedKeyCredential
+
+        return AzureNamedKeyCredential(self.account, self.key)
+
+    def client(self, **kwargs):
+        """A real ``azure.batch.BatchClient`` pointed at this emulator."""
+        from azure.batch import BatchClient
+
+        return BatchClient(self.endpoint, self.credential(), **kwargs)
+
+    def stats(self) -> dict:
+        return self.backend.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self.backend.stats.reset()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._thread = None
+        self.backend.close()
+        if self._owns_workdir:
+            shutil.rmtree(self.backend.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, host: str = "127.0.0.1",
+                   port: int = 0, docker: str = "auto", faults: str | FaultPlan | None = None,
+                   node_startup_delay: float = 0.05, workdir: str | Path | None = None,
+                   preempt_recovery: float | None = None, timeout: float = 10.0) -> EmulatorHandle:
+    """Start the emulator in a background thread and wait until it answers."""
+    key = key or new_key()
+    app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
+                         workdir=workdir, preempt_recovery=preempt_recovery)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    endpoint = f"http://{host}:{sock.getsockname()[1]}"
+    backend.base_url = endpoint
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                              name="batch-emulator-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            backend.close()
+            raise RuntimeError("the Batch emulator did not start")
+        time.sleep(0.01)
+    logging.getLogger("batch_emulator").debug("Batch emulator listening on %s", endpoint)
+    return EmulatorHandle(endpoint, account, key, backend, server, thread, owns_workdir=workdir is None)
