@@ -1,0 +1,36 @@
+# The two commands of the README, each doing its own set-up on a fresh machine:
+#   make run    runs task.py on this machine and prints the aggregate
+#   make test   runs every test (Azurite and the Batch emulator start by themselves)
+# and one for the figures of the README:
+#   make bench
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench clean
+
+run: $(VENV)/.installed
+	$(PY) controller.py
+
+test: $(VENV)/.dev-installed node_modules/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev-installed node_modules/.installed
+	$(PY) -m bench
+
+$(VENV)/.installed: requirements.txt requirements-worker.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules runs
