@@ -114,22 +114,23 @@ def _build_failed(name: str, step: str, error: str, log: list, quiet: bool, base
     raise SuperbatchError(f"building {name} failed{where}: {_first_line(error)}{hint}")
 
 
-def push(name: str, quiet: bool = False, client=None) -> str:
+def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
     """Push the image `name` to $REGISTRY_SERVER; return the name pushed.
 
     A name without the server in front is tagged SERVER/name first. With
     $REGISTRY_USERNAME and $REGISTRY_PASSWORD set, the engine logs in with
     them; without, it uses the credentials it already has (`docker login`,
-    `az acr login`).
+    `az acr login`). environ stands in for os.environ where given.
     """
     from docker.errors import APIError, ImageNotFound
     from docker.utils import parse_repository_tag
 
-    server = os.environ.get("REGISTRY_SERVER", "").strip().rstrip("/")
+    environ = os.environ if environ is None else environ
+    server = environ.get("REGISTRY_SERVER", "").strip().rstrip("/")
     if not server:
         raise SuperbatchError("--push needs REGISTRY_SERVER, the registry to push to (e.g. myregistry.azurecr.io)")
-    username = os.environ.get("REGISTRY_USERNAME") or None
-    password = os.environ.get("REGISTRY_PASSWORD") or None
+    username = environ.get("REGISTRY_USERNAME") or None
+    password = environ.get("REGISTRY_PASSWORD") or None
     if bool(username) != bool(password):
         raise SuperbatchError("--push: set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither (to use the engine's own login)")
     client = client or docker_client()
@@ -179,7 +180,8 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def _first_line(error) -> str:
-    text = str(error).strip()
+    # An APIError's explanation is the engine's own words, without the HTTP wrapping.
+    text = str(getattr(error, "explanation", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
