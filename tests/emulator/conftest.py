@@ -1,0 +1,107 @@
+"""Fixtures of the Batch emulator tests: the emulator, Azurite, a ready pool.
+
+Every test talks to the emulator through the real azure-batch SDK over HTTP.
+One emulator serves the whole session (each test uses its own job ids);
+tests that need special settings (faults, a wrong key) start their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import sys
+import time
+import uuid
+
+import pytest
+from azure.batch import models as bm
+
+from tests.support.servers import azurite_command, start_azurite, start_batch_emulator
+
+PYTHON = shlex.quote(sys.executable)   # tasks run on this host, with this interpreter
+_ids = itertools.count(1)
+
+
+def py(code: str) -> str:
+    """A task command line that runs ``code`` with the test's Python (no shell involved)."""
+    return f"{PYTHON} -c {shlex.quote(code)}"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
+
+
+def pool_options(pool_id: str, dedicated: int = 2, low: int = 0, slots: int = 4, **extra):
+    return bm.BatchPoolCreateOptions(
+        id=pool_id, vm_size="standard_d2s_v3",
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(
+                publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2404", version="latest"),
+            node_agent_sku_id="batch.node.ubuntu 24.04",
+            container_configuration=bm.BatchContainerConfiguration(type="dockerCompatible"),
+        ),
+        target_dedicated_nodes=dedicated, target_low_priority_nodes=low, task_slots_per_node=slots, **extra)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_pool_steady(client, pool_id: str, timeout: float = 30.0):
+    return wait_for(lambda: client.get_pool(pool_id).allocation_state == bm.AllocationState.STEADY
+                    and client.get_pool(pool_id), timeout, what=f"pool {pool_id} steady")
+
+
+def wait_job_done(client, job_id: str, timeout: float = 60.0) -> bm.BatchTaskCountsResult:
+    """Poll task counts until no task is active or running."""
+    def done():
+        counts = client.get_job_task_counts(job_id)
+        tc = counts.task_counts
+        return counts if tc.active == 0 and tc.running == 0 else None
+    return wait_for(done, timeout, interval=0.1, what=f"the tasks of job {job_id}")
+
+
+def make_job(client, pool_id: str, **extra) -> str:
+    job_id = unique("job")
+    client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id=pool_id), **extra))
+    return job_id
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with start_batch_emulator(node_startup_delay=0.05, docker="off") as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def client(emulator):
+    with emulator.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def pool(client):
+    """A steady pool of two dedicated nodes with four slots each."""
+    pool_id = unique("pool")
+    client.create_pool(pool_options(pool_id, dedicated=2, slots=4))
+    wait_pool_steady(client, pool_id)
+    return pool_id
+
+
+@pytest.fixture
+def job(client, pool):
+    return make_job(client, pool)
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    if azurite_command() is None:
+        pytest.skip("azurite-blob is not installed (npm install azurite@3 in the repository)")
+    with start_azurite() as storage:
+        yield storage

@@ -1,0 +1,1 @@
+"""Reusable starters for the real services tests run against (Azurite, the Batch emulator)."""
