@@ -9,6 +9,7 @@ from pathlib import Path
 from .backends import BACKENDS, backend_class
 from .errors import SuperbatchError, UsageError
 from .flow import TaskFailures, run_job
+from .redact import redact
 from .runs import check_run_name, default_run_name
 
 DEFAULT_IMAGE = "superbatch-worker:latest"
@@ -86,9 +87,13 @@ def main(argv=None) -> int:
     try:
         options = build_parser().parse_args(argv)
         options.run = options.run or default_run_name()
+        options.argv = argv  # for the resume and cancel commands printed on Ctrl-C
         if not options.quiet:
             print(f"[superbatch] run {options.run} on the {options.backend} backend (resume it with --run {options.run})", file=sys.stderr)
         summary = run_job(options, KIT_DIR, KIT_DIR / "runs")
+        if summary is None:  # --cancel
+            print(f"[superbatch] run {options.run} cancelled", file=sys.stderr)
+            return 0
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun with --run {options.run} to resume", file=sys.stderr)
         return 130
@@ -108,6 +113,6 @@ def main(argv=None) -> int:
 
 def _fail(error: SuperbatchError, debug: bool) -> int:
     if debug:
-        traceback.print_exception(error)
-    print(f"error: {error}", file=sys.stderr)
+        print(redact("".join(traceback.format_exception(error))), file=sys.stderr, end="")
+    print(f"error: {redact(str(error))}", file=sys.stderr)
     return error.exit_code

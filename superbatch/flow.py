@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import joblib
 
@@ -77,8 +77,9 @@ def timed(phases: dict, name: str):
         phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - started, 4)
 
 
-def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Summary:
-    """Run every task of kit_dir/task.py on the chosen backend; return the summary."""
+def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optional[Summary]:
+    """Run every task of kit_dir/task.py on the chosen backend; return the summary
+    (None when the run was only cancelled)."""
     summary = Summary(run=options.run, backend=options.backend)
     phases = summary.phases
     with timed(phases, "load"):
@@ -86,6 +87,9 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Summa
         run = RunFolder(runs_dir, options.run)
         backend: Backend = backend_class(options.backend)(run, options, kit_dir)
         backend.check()  # every setting validated before anything is staged or created
+    if getattr(options, "cancel", False):
+        backend.cancel()
+        return None
     if options.build or options.push:
         from . import image  # the docker SDK, only when asked for
 
@@ -113,6 +117,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Summa
         progress.close()
     finally:
         backend.close()
+        phases.update(backend.phases)
 
     if summary.failures and not options.allow_failures:
         raise TaskFailures(summary, total)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+from ..errors import UsageError
 from ..runs import RunFolder
 
 
@@ -41,6 +42,7 @@ class Backend(ABC):
         self.run = run
         self.options = options
         self.kit_dir = Path(kit_dir)
+        self.phases: dict = {}  # wall seconds of the backend's own phases (uploads, submission), for the summary
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -68,6 +70,10 @@ class Backend(ABC):
         Called from several threads at once. A backend whose tasks already
         leave their outputs at their destination has nothing to do here.
         """
+
+    def cancel(self) -> None:
+        """Stop the run's remote work (--cancel)."""
+        raise UsageError(f"--cancel stops a run's job on Azure Batch; the {self.name} backend leaves nothing running")
 
     def states(self) -> Optional[TaskStates]:
         """Pending and running counts, where the backend knows them."""

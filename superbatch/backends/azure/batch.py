@@ -1,0 +1,145 @@
+"""Azure Batch: the pool, the run's job, its tasks, and following them cheaply."""
+
+from datetime import datetime, timedelta
+from typing import Iterator, Optional
+
+from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from .clients import explain, transport
+from .settings import AzureSettings
+
+# Only what following the tasks needs, so a page of 1000 tasks stays small.
+TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo"]
+
+
+class BatchService:
+    def __init__(self, settings: AzureSettings):
+        self.settings = settings
+        if settings.batch_key:
+            credential = AzureNamedKeyCredential(settings.batch_account, settings.batch_key)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+        self.client = BatchClient(settings.batch_endpoint, credential, transport=transport(settings.threads), retry_total=6)
+
+    def check(self) -> bool:
+        """Reach the account with its credentials; returns whether the pool exists. Creates nothing."""
+        try:
+            return self.client.pool_exists(self.settings.pool_id)
+        except Exception as error:
+            raise explain(error, f"reaching Batch account {self.settings.batch_account!r}", "check BATCH_ACCOUNT_* variables") from None
+
+    # --- pool and job --------------------------------------------------------
+
+    def create_pool(self) -> bool:
+        """Create the pool unless it exists; returns whether this call created it."""
+        s = self.settings
+        registries = None
+        if s.registry_server:
+            registries = [models.ContainerRegistryReference(registry_server=s.registry_server, username=s.registry_username, password=s.registry_password)]
+        publisher, offer, sku, *version = s.vm_image
+        pool = models.BatchPoolCreateOptions(
+            id=s.pool_id,
+            vm_size=s.vm_size,
+            target_dedicated_nodes=s.dedicated_nodes,
+            target_low_priority_nodes=s.spot_nodes,
+            task_slots_per_node=s.task_slots,
+            virtual_machine_configuration=models.VirtualMachineConfiguration(
+                image_reference=models.BatchVmImageReference(publisher=publisher, offer=offer, sku=sku, version=version[0] if version else "latest"),
+                node_agent_sku_id=s.node_agent_sku,
+                container_configuration=models.BatchContainerConfiguration(
+                    type=models.ContainerType.DOCKER_COMPATIBLE,
+                    container_image_names=[s.image],  # pulled as each node starts, not by the first task
+                    container_registries=registries,
+                ),
+            ),
+            network_configuration=models.NetworkConfiguration(subnet_id=s.subnet_id) if s.subnet_id else None,
+        )
+        try:
+            self.client.create_pool(pool)
+            return True
+        except ResourceExistsError:
+            return False
+        except Exception as error:
+            raise explain(error, f"creating pool {s.pool_id!r}") from None
+
+    def create_job(self, job_id: str) -> bool:
+        """Create the run's job unless it exists (a resumed run); returns whether it was created."""
+        job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id))
+        try:
+            self.client.create_job(job)
+            return True
+        except ResourceExistsError:
+            return False
+        except Exception as error:
+            raise explain(error, f"creating job {job_id!r}") from None
+
+    def terminate_job(self, job_id: str) -> None:
+        try:
+            self.client.begin_terminate_job(job_id).result()
+        except ResourceNotFoundError:
+            pass
+        except ResourceExistsError:
+            pass  # already terminated or completed
+
+    def delete_job(self, job_id: str) -> None:
+        try:
+            self.client.begin_delete_job(job_id).result()
+        except ResourceNotFoundError:
+            pass
+
+    def delete_pool(self) -> None:
+        try:
+            self.client.begin_delete_pool(self.settings.pool_id).result()
+        except ResourceNotFoundError:
+            pass
+
+    # --- tasks ---------------------------------------------------------------
+
+    def add_tasks(self, job_id: str, tasks: list) -> None:
+        """Add tasks; one that already exists (a retried request, a resumed run) counts as added."""
+        try:
+            self.client.create_tasks(job_id, tasks, max_concurrency=min(8, self.settings.threads))
+        except models.CreateTasksError as error:
+            failures = [f"{result.task_id}: {result.error.code}" for result in error.failure_tasks if result.error]
+            if failures:
+                raise explain(Exception(f"{len(failures)} tasks refused, first {failures[0]}"), f"adding tasks to job {job_id!r}") from None
+            raise explain(error.errors[0] if error.errors else error, f"adding tasks to job {job_id!r}") from None
+
+    def task_counts(self, job_id: str) -> models.BatchTaskCounts:
+        return self.client.get_job_task_counts(job_id).task_counts
+
+    def completed_tasks(self, job_id: str, since: Optional[datetime]) -> Iterator[models.BatchTask]:
+        """The job's completed tasks, only those that changed after `since` when given."""
+        condition = "state eq 'completed'"
+        if since is not None:
+            condition += f" and stateTransitionTime gt datetime'{since.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
+        return self.client.list_tasks(job_id, filter=condition, select=TASK_FIELDS, max_results=1000)
+
+    def reactivate(self, job_id: str, task_id: str) -> None:
+        self.client.reactivate_task(job_id, task_id)
+
+    def stderr_tail(self, job_id: str, task_id: str, limit: int = 64 * 1024) -> str:
+        """The end of a task's stderr.txt, or why it cannot be read."""
+        try:
+            data = b"".join(self.client.download_task_file(job_id, task_id, "stderr.txt"))
+        except Exception as error:
+            return f"(stderr.txt unavailable: {type(error).__name__})"
+        return data[-limit:].decode(errors="replace")
+
+
+def failure_text(info: Optional[models.BatchTaskExecutionInfo]) -> str:
+    """Batch's account of a failure: category, code and message."""
+    if info is None or info.failure_info is None:
+        return ""
+    failure = info.failure_info
+    return f"{failure.category} {failure.code}: {failure.message}".strip()
+
+
+def margin_before(moment: datetime) -> datetime:
+    # Tasks that complete at nearly the same moment may show up in the listing
+    # out of order; asking again a little before the last one seen catches them.
+    return moment - timedelta(seconds=2)
