@@ -320,7 +320,8 @@ class BatchResponses:
             task = self.backend.get_task(request.path_params["jobId"], request.path_params["taskId"])
             out = odata.select(self.backend.task_json(task), odata.parse_select(request.query_params.get("$select")))
         out["odata.metadata"] = f"{self._base()}/$metadata#tasks/@Element"
-        return self.json(request, out, etag=task.etag, modified=task.modified)
+        return self.json(request, out, etag=task.etag, modified=task.modified,
+                         data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}")
 
     def terminate_task(self, request, body):
         self.backend.terminate_task(request.path_params["jobId"], request.path_params["taskId"])
