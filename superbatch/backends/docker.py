@@ -15,6 +15,7 @@ the task writes in the mounted directory are the user's to read and delete.
 
 import os
 import shlex
+import shutil
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -74,6 +75,7 @@ class DockerBackend(Backend):
             return TaskStates(pending=self._pending, running=self._running)
 
     def interrupted(self) -> None:
+        self._stopping = True  # no attempt starts after this
         with self._lock:
             running = list(self._containers.values())
         for container in running:
@@ -103,18 +105,25 @@ class DockerBackend(Backend):
     def _attempts(self, index: int) -> TaskEnd:
         workdir = prepare_workdir(self.run.path, index)
         for attempt in range(1, self.options.retries + 2):
-            if self._stopping:
-                return TaskEnd(index, False, None, failure_info="not run: the run was interrupted", attempts=attempt - 1)
             exit_code, info = self._run_container(index, workdir)
             if exit_code == 0:
                 break
+            if self._stopping:  # not run, or killed by interrupted(): not the task's failure, keep no log of it
+                shutil.rmtree(workdir, ignore_errors=True)
+                return TaskEnd(index, False, exit_code, failure_info="the run was interrupted", attempts=attempt)
         end = finish(self.run.path, workdir, index, exit_code, attempt)
         if info and not end.succeeded:
             end.failure_info = info
         return end
 
-    def _run_container(self, index: int, workdir: Path) -> tuple[int, str]:
-        """Run the task's container to its end; its logs go to workdir. Returns (exit code, info)."""
+    def _run_container(self, index: int, workdir: Path) -> tuple[Optional[int], str]:
+        """Run the task's container to its end; its logs go to workdir.
+
+        Returns (exit code, info), or (None, "") when the run is being
+        interrupted and the container was not started.
+        """
+        if self._stopping:
+            return None, ""
         mount = str(workdir.resolve())
         container = self.client.containers.create(
             self.options.image,
@@ -129,6 +138,8 @@ class DockerBackend(Backend):
             with self._lock:
                 self._containers[index] = container
             container.start()
+            if self._stopping:  # interrupted() may have come between create and start
+                _quietly(container.kill)
             exit_code = container.wait(timeout=None)["StatusCode"]
             (workdir / "stdout.txt").write_bytes(container.logs(stdout=True, stderr=False))
             (workdir / "stderr.txt").write_bytes(container.logs(stdout=False, stderr=True))

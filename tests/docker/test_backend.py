@@ -1,6 +1,9 @@
 """--backend docker end to end, through the real command line of a copy of the kit."""
 
 import os
+import signal
+import subprocess
+import time
 import uuid
 
 from tests.kit import last_line
@@ -22,6 +25,24 @@ FAILING_TASK = """
             raise ValueError("seed 12 is cursed")
         rng = np.random.default_rng(parameters["seed"])
         return float(np.sum(rng.random(global_config["size"]) ** global_config["power"]))
+
+    def aggregate(results):
+        return sum(results)
+"""
+
+
+SLOW_TASK = """
+    import time
+
+    def global_config():
+        return None
+
+    def parameters():
+        return list(range(6))
+
+    def task(global_config, parameters):
+        time.sleep(120)
+        return parameters
 
     def aggregate(results):
         return sum(results)
@@ -83,3 +104,26 @@ def test_a_missing_image_suggests_build(kit, docker_client):
     assert "error: there is no image superbatch-no-such-image:never" in result.stderr
     assert "--build" in result.stderr
     assert not kit.run_dir("no-image").exists()
+
+
+def test_ctrl_c_kills_and_removes_the_running_containers(kit, docker_client, base_image):
+    kit.write_task(SLOW_TASK)
+    run = unique_run("interrupted")
+    process = subprocess.Popen(kit.command("--backend", "docker", "--build", "--base-image", base_image, "--image", "superbatch-worker-test:slow",
+                                           "--run", run, "--workers", "2", "--quiet"),
+                               cwd=kit.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(containers_of(docker_client, run)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(containers_of(docker_client, run)) == 2  # --workers 2 of the 6 tasks running
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)  # not the 120 s the tasks would take
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert f"rerun with --run {run} to resume" in stderr
+    assert containers_of(docker_client, run) == []
+    run_dir = kit.run_dir(run)
+    assert not (run_dir / "logs").exists()  # killed tasks are not failures of the task
+    assert list((run_dir / "work").iterdir()) == []
