@@ -122,7 +122,7 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
     them; without, it uses the credentials it already has (`docker login`,
     `az acr login`). environ stands in for os.environ where given.
     """
-    from docker.errors import APIError, ImageNotFound
+    from docker.errors import APIError
     from docker.utils import parse_repository_tag
 
     environ = os.environ if environ is None else environ
@@ -140,10 +140,8 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
     if not repository.startswith(server + "/"):
         repository = f"{server}/{repository}"
     target = f"{repository}:{tag}"
-    try:
-        client.api.tag(name, repository, tag)
-    except ImageNotFound:
-        raise SuperbatchError(f"--push: there is no image {name} here; add --build to build it") from None
+    if not image_exists(client, name):
+        raise SuperbatchError(f"--push: there is no image {name} here; add --build to build it")
 
     auth_config = None
     if username:
@@ -152,10 +150,14 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
             client.api.login(username=username, password=password, registry=server, reauth=True)
         except APIError as error:
             # The engine's explanation names the registry and the status, never the password.
-            raise SuperbatchError(
-                f"--push: {server} refused the login of {username!r} ({_first_line(error)}); "
-                "check REGISTRY_USERNAME and REGISTRY_PASSWORD"
-            ) from None
+            reason = _first_line(error)
+            if re.search(r"401|unauthorized|denied", reason, re.IGNORECASE):
+                problem, check = f"{server} refused the login of {username!r}", "REGISTRY_USERNAME and REGISTRY_PASSWORD"
+            else:
+                problem, check = f"could not log in to {server}", "REGISTRY_SERVER"
+            raise SuperbatchError(f"--push: {problem} ({reason}); check {check}") from None
+
+    client.api.tag(name, repository, tag)  # after the login: a refused one leaves no tag behind
 
     _say(quiet, f"pushing {target}")
     shown = {}
