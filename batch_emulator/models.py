@@ -268,6 +268,7 @@ class BatchBackend:
                  preempt_recovery: float | None = None):
         self.account = account
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.runner = runner
         self.faults = faults or FaultPlan()
         self.node_startup_delay = node_startup_delay

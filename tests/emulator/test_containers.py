@@ -1,0 +1,131 @@
+"""Container tasks: run in their image when a Docker engine answers (skipped, with the reason, when none does).
+
+The image is a local one with python3 in it: $SUPERBATCH_TEST_BASE_IMAGE
+(default superbatch-base:bookworm, which .ci/setup-docker.sh builds). The
+registry test pushes it to $SUPERBATCH_TEST_REGISTRY (a local registry with a
+login) and lets the pool's containerRegistries credentials pull it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+from azure.batch import models as bm
+
+from batch_emulator.execution import Runner, _connect_docker
+from tests.support.servers import start_batch_emulator
+
+from .conftest import pool_options, wait_job_done, wait_pool_steady
+
+BASE_IMAGE = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
+REGISTRY = os.environ.get("SUPERBATCH_TEST_REGISTRY", "127.0.0.1:5001")
+REGISTRY_USERNAME = os.environ.get("SUPERBATCH_TEST_REGISTRY_USERNAME", "superbatch")
+REGISTRY_PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superbatch-test-only")
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    client, problem = _connect_docker()
+    if client is None:
+        pytest.skip(f"no Docker engine answers ({problem})")
+    return client
+
+
+@pytest.fixture(scope="module")
+def image(docker_client):
+    import docker.errors
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"the image {BASE_IMAGE} (with python3) is not in the engine; .ci/setup-docker.sh builds it")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def docker_emulator(docker_client):
+    with start_batch_emulator(docker="on") as emu:
+        yield emu
+
+
+def test_docker_on_without_an_engine_is_an_error():
+    client, _ = _connect_docker()
+    if client is not None:
+        pytest.skip("an engine answers here; the error path needs none")
+    with pytest.raises(RuntimeError, match="no Docker engine"):
+        Runner("on")
+
+
+def container_pool(c, pool_id, images=(), registries=()):
+    opts = pool_options(pool_id, dedicated=1, slots=2)
+    opts.virtual_machine_configuration.container_configuration = bm.BatchContainerConfiguration(
+        type="dockerCompatible", container_image_names=list(images), container_registries=list(registries))
+    c.create_pool(opts)
+    wait_pool_steady(c, pool_id, timeout=120)
+
+
+def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, image):
+    with docker_emulator.client() as c:
+        container_pool(c, "cpool", images=[image])
+        c.create_job(bm.BatchJobCreateOptions(id="cjob", pool_info=bm.BatchPoolInfo(pool_id="cpool")))
+        code = ("import os, json; open('made-in-container.txt', 'w').write('yes'); "
+                "print(json.dumps({'cwd': os.getcwd(), 'wd': os.environ['AZ_BATCH_TASK_WORKING_DIR'], "
+                "'task': os.environ['AZ_BATCH_TASK_ID'], 'mine': os.environ.get('MINE'), "
+                "'container': os.path.exists('/.dockerenv')}))")
+        c.create_tasks("cjob", [
+            bm.BatchTaskCreateOptions(
+                id="in-image", command_line=f"python3 -c {json.dumps(code)}",
+                environment_settings=[bm.EnvironmentSetting(name="MINE", value="1")],
+                container_settings=bm.BatchTaskContainerSettings(image_name=image,
+                                                                 working_directory="taskWorkingDirectory")),
+            bm.BatchTaskCreateOptions(
+                id="exit-4", command_line="python3 -c 'raise SystemExit(4)'",
+                container_settings=bm.BatchTaskContainerSettings(image_name=image)),
+        ])
+        wait_job_done(c, "cjob", timeout=120)
+        t = c.get_task("cjob", "in-image")
+        assert t.execution_info.result == "success", t.execution_info.failure_info
+        assert t.execution_info.container_info.container_id
+        out = json.loads(b"".join(c.download_task_file("cjob", "in-image", "stdout.txt")))
+        assert out == {"cwd": out["wd"], "wd": out["wd"], "task": "in-image", "mine": "1", "container": True}
+        assert b"".join(c.download_task_file("cjob", "in-image", "wd/made-in-container.txt")) == b"yes"
+        assert c.get_task("cjob", "exit-4").execution_info.exit_code == 4
+
+
+def test_private_registry_credentials_from_the_pool(docker_emulator, docker_client, image):
+    import docker.errors
+
+    try:
+        docker_client.api.login(REGISTRY_USERNAME, REGISTRY_PASSWORD, registry=REGISTRY, reauth=True)
+    except (docker.errors.APIError, Exception) as e:
+        pytest.skip(f"no registry with a login at {REGISTRY} ({e})")
+    name = f"{REGISTRY}/batch-emulator-test"
+    tag = uuid.uuid4().hex[:8]
+    docker_client.images.get(image).tag(name, tag)
+    auth = {"username": REGISTRY_USERNAME, "password": REGISTRY_PASSWORD}
+    docker_client.images.push(name, tag=tag, auth_config=auth)
+    docker_client.images.remove(f"{name}:{tag}")      # so the node has to pull it
+    reference = f"{name}:{tag}"
+    with docker_emulator.client() as c:
+        for pool_id, password, expected in (("good-creds", REGISTRY_PASSWORD, "success"),
+                                            ("bad-creds", "wrong-password", "failure")):
+            registry = bm.ContainerRegistryReference(registry_server=REGISTRY, username=REGISTRY_USERNAME,
+                                                     password=password)
+            container_pool(c, pool_id, registries=[registry])
+            job_id = f"job-{pool_id}"
+            c.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id=pool_id)))
+            c.create_task(job_id, bm.BatchTaskCreateOptions(
+                id="pulled", command_line="python3 -c 'print(1)'",
+                container_settings=bm.BatchTaskContainerSettings(image_name=reference)))
+            wait_job_done(c, job_id, timeout=120)
+            info = c.get_task(job_id, "pulled").execution_info
+            assert info.result == expected, info.failure_info
+            if expected == "failure":
+                assert info.failure_info.code == "ContainerPullImageFailed"
+            try:
+                docker_client.images.remove(reference)
+            except docker.errors.ImageNotFound:
+                pass
