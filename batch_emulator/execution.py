@@ -102,10 +102,16 @@ def _kill(proc, container) -> None:
         except (ProcessLookupError, PermissionError):
             pass
     if container is not None:
-        try:
-            container.kill()
-        except Exception:  # already gone: nothing to stop
-            pass
+        # A Docker API call can take a while; callers may hold the service
+        # lock, so the kill is sent from a thread of its own.
+        threading.Thread(target=_kill_container, args=(container,), daemon=True).start()
+
+
+def _kill_container(container) -> None:
+    try:
+        container.kill()
+    except Exception:  # already gone: nothing to stop
+        pass
 
 
 def _redact(url: str) -> str:

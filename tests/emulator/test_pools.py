@@ -76,7 +76,7 @@ def test_resize_grows_and_shrinks(client):
     client.begin_delete_pool(pool_id, polling_interval=0.05).result()
 
 
-def test_resize_while_resizing_is_refused(emulator):
+def test_resize_while_resizing_is_refused():
     # A slow start-up keeps the pool in 'resizing' long enough to see the rule.
     from tests.support.servers import start_batch_emulator
 
