@@ -77,7 +77,7 @@ else
     command -v debootstrap >/dev/null || apt_install debootstrap
     rootfs=$(mktemp -d /tmp/superbatch-rootfs.XXXXXX)
     trap 'rm -rf "$rootfs"' EXIT
-    log "building $BASE_IMAGE with debootstrap (about a minute)"
+    log "building $BASE_IMAGE with debootstrap (one to four minutes, as fast as the Debian mirror)"
     debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates \
         bookworm "$rootfs" http://deb.debian.org/debian >"$STATE_DIR/debootstrap.log" 2>&1 \
         || { tail -n 20 "$STATE_DIR/debootstrap.log" >&2; exit 1; }
