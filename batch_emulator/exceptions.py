@@ -75,6 +75,8 @@ JobBeingDeleted = _error("JobBeingDeleted", 409, "The specified job has been mar
 JobCompleted = _error("JobCompleted", 409, "The specified job is already in a completed state.")
 JobBeingTerminated = _error("JobBeingTerminated", 409, "The specified job is being terminated.")
 TaskCompleted = _error("TaskCompleted", 409, "The specified task is already in a completed state.")
+TaskNotCompleted = _error("TaskNotCompleted", 409, "Only a completed task can be reactivated.")
+TaskSucceeded = _error("TaskCompletedSuccessfully", 409, "A task that succeeded cannot be reactivated.")
 PoolNotSteady = _error("PoolNotSteady", 409, "The specified pool is not in a steady allocation state.")
 # 412
 ConditionNotMet = _error("ConditionNotMet", 412, "The condition specified using HTTP conditional header(s) is not met.")

@@ -643,6 +643,24 @@ class BatchBackend:
                 self._complete(task, "failure", failure=execution.failure(
                     "TaskEnded", "The task was terminated before it started."))
 
+    def reactivate_task(self, job_id: str, task_id: str) -> Task:
+        """Give a failed task a fresh set of retries: back to active, its last end forgotten."""
+        with self.lock:
+            job = self._job(job_id)
+            self._ensure_job_mutable(job)
+            task = self._task(job_id, task_id)
+            if task.state != "completed":
+                raise exc.TaskNotCompleted()
+            if task.result == "success":
+                raise exc.TaskSucceeded()
+            self._transition(task, "active")
+            task.retry_count, task.last_retry = 0, None
+            task.exit_code = task.failure = task.result = task.end = None
+            task.container_info = None
+            job.pending.append(task)
+            self._schedule_job(job)
+            return task
+
     def delete_task(self, job_id: str, task_id: str) -> None:
         with self.lock:
             job = self._job(job_id)

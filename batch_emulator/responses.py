@@ -329,6 +329,11 @@ class BatchResponses:
         return self.empty(request, 204, etag=task.etag, modified=task.modified,
                           data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}/terminate")
 
+    def reactivate_task(self, request, body):
+        task = self.backend.reactivate_task(request.path_params["jobId"], request.path_params["taskId"])
+        return self.empty(request, 204, etag=task.etag, modified=task.modified,
+                          data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}/reactivate")
+
     def delete_task(self, request, body):
         self.backend.delete_task(request.path_params["jobId"], request.path_params["taskId"])
         return self.empty(request, 200)

@@ -50,6 +50,7 @@ URLS = {
         "DELETE": ("Tasks_DeleteTask", "delete_task"),
     },
     "/jobs/{jobId}/tasks/{taskId}/terminate": {"POST": ("Tasks_TerminateTask", "terminate_task")},
+    "/jobs/{jobId}/tasks/{taskId}/reactivate": {"POST": ("Tasks_ReactivateTask", "reactivate_task")},
     "/jobs/{jobId}/tasks/{taskId}/files": {"GET": ("Tasks_ListTaskFiles", "list_task_files")},
     "/jobs/{jobId}/tasks/{taskId}/files/{filePath:path}": {
         "GET": ("Tasks_GetTaskFile", "get_task_file"),

@@ -39,7 +39,7 @@ KIT_OPERATIONS = {
     "Jobs_CreateJob", "Jobs_GetJob", "Jobs_ListJobs", "Jobs_UpdateJob", "Jobs_TerminateJob", "Jobs_DeleteJob",
     "Jobs_GetJobTaskCounts",
     "Tasks_CreateTask", "Tasks_CreateTaskCollection", "Tasks_ListTasks", "Tasks_GetTask", "Tasks_TerminateTask",
-    "Tasks_DeleteTask", "Tasks_ListTaskFiles", "Tasks_GetTaskFile", "Tasks_GetTaskFileProperties",
+    "Tasks_DeleteTask", "Tasks_ReactivateTask", "Tasks_ListTaskFiles", "Tasks_GetTaskFile", "Tasks_GetTaskFileProperties",
 }
 
 
@@ -192,6 +192,8 @@ def test_sdk_requests_and_emulator_responses_match_the_spec(spec, tmp_path):
         list(c.list_task_files("job1", "t1", recursive=True))
         c.get_task_file_properties("job1", "t1", "stdout.txt")
         b"".join(c.download_task_file("job1", "t1", "stdout.txt"))
+        c.reactivate_task("job1", "t0")
+        wait_job_done(c, "job1")
         c.terminate_task("job1", "t1")
         c.delete_task("job1", "t2")
 

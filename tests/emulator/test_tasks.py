@@ -195,3 +195,28 @@ def test_terminate_and_delete_task(client, job):
     with pytest.raises(ResourceNotFoundError) as info:
         client.delete_task(job, "long")
     assert info.value.error.code == "TaskNotFound"
+
+
+def test_reactivate_a_failed_task(client, job, tmp_path):
+    marker = tmp_path / "fixed"
+    code = f"import os, sys; sys.exit(0 if os.path.exists({str(marker)!r}) else 9)"
+    client.create_tasks(job, [task("broken", code, constraints=bm.BatchTaskConstraints(max_task_retry_count=1)),
+                              task("fine")])
+    wait_job_done(client, job)
+    failed = client.get_task(job, "broken").execution_info
+    assert (failed.exit_code, failed.retry_count, failed.result) == (9, 1, "failure")
+    with pytest.raises(ResourceExistsError) as info:
+        client.reactivate_task(job, "fine")
+    assert info.value.error.code == "TaskCompletedSuccessfully"
+    marker.write_text("")
+    client.reactivate_task(job, "broken")
+    wait_job_done(client, job)
+    again = client.get_task(job, "broken").execution_info
+    assert (again.exit_code, again.retry_count, again.result) == (0, 0, "success")
+    counts = client.get_job_task_counts(job).task_counts
+    assert (counts.completed, counts.succeeded, counts.failed) == (2, 2, 0)
+    client.create_task(job, task("sleeping", "import time; time.sleep(30)"))
+    with pytest.raises(ResourceExistsError) as info:
+        client.reactivate_task(job, "sleeping")
+    assert info.value.error.code == "TaskNotCompleted"
+    client.terminate_task(job, "sleeping")
