@@ -49,6 +49,27 @@ SLOW_TASK = """
 """
 
 
+# Fails on its first attempt: the attempts of a task share its working directory.
+FLAKY_TASK = """
+    import os
+
+    def global_config():
+        return None
+
+    def parameters():
+        return [1, 2, 3]
+
+    def task(global_config, parameters):
+        if not os.path.exists("tried-once"):
+            open("tried-once", "w").close()
+            raise RuntimeError("first attempt fails")
+        return parameters * 10
+
+    def aggregate(results):
+        return sum(results)
+"""
+
+
 def unique_run(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"  # label filters stay this test's own
 
@@ -87,6 +108,16 @@ def test_a_failing_task_in_a_container_reports_its_stderr(kit, docker_client, ba
     assert "cursed" in kit.run_dir(run).joinpath("logs", "task_1_stderr.txt").read_text()
     assert sorted(kit.outputs(run)) == [0, 2, 3]
     assert containers_of(docker_client, run) == []
+
+
+def test_retries_run_a_failed_task_again_in_a_new_container(kit, base_image):
+    kit.write_task(FLAKY_TASK)
+    image = ("--image", "superbatch-worker-test:flaky")
+    once = kit.run("--backend", "docker", "--build", "--base-image", base_image, *image, "--run", unique_run("once"), "--quiet")
+    assert once.returncode == 1 and "3 of 3 tasks failed" in once.stderr
+    retried = kit.run("--backend", "docker", *image, "--run", unique_run("retried"), "--retries", "1", "--quiet")
+    assert retried.returncode == 0, retried.stderr
+    assert last_line(retried.stdout) == "60"
 
 
 def test_no_engine_is_one_line(kit, tmp_path):
