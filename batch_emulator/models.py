@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import exceptions as exc
-from . import execution, odata, schemas
+from . import execution, schemas
 from .faults import FaultPlan
 
 API_VERSION = "2025-06-01"

@@ -5,7 +5,6 @@ import sys
 import time
 
 from azure.batch import BatchClient
-from azure.batch import models as bm
 from azure.core.credentials import AzureNamedKeyCredential
 
 from batch_emulator.server import new_key

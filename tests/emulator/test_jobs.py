@@ -5,7 +5,7 @@ from azure.batch import models as bm
 from azure.batch.models._models import BatchJobTerminateOptions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from .conftest import make_job, py, unique, wait_for, wait_job_done
+from .conftest import make_job, py, unique, wait_for
 
 
 def test_job_create_get_list_update(client, pool):
