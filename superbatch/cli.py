@@ -1,6 +1,7 @@
 """The command line of controller.py."""
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -84,6 +85,9 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    # The Azure SDKs log expected answers (a 404 meaning "no such pool") as
+    # warnings with tracebacks; the kit reports what matters itself.
+    logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     try:
         options = build_parser().parse_args(argv)
         options.run = options.run or default_run_name()

@@ -53,6 +53,8 @@ class AzureBackend(Backend):
         self.job_id = self.state.get("job_id") if self.state.get("generation", 0) == generation and self.state.get("job_id") else f"superbatch-{self.run.name}{suffix}"
         self.prefix = f"{self.run.name}{suffix}/"
         self.ended_early: list = []  # tasks found completed when a resumed run reattached
+        self.completed_seen = 0  # the job's completed-task count we have listed up to
+        self.since = None  # the latest state transition among the completed tasks listed
         self.counts = None
 
     def _save_state(self, **changes) -> None:
@@ -100,6 +102,9 @@ class AzureBackend(Backend):
         self._say(f"reattaching to job {self.job_id}")
         waiting = set(self.pending)
         for task in self.batch.completed_tasks(self.job_id, since=None):
+            self.completed_seen += 1
+            if self.since is None or task.state_transition_time > self.since:
+                self.since = task.state_transition_time
             index = task_index(task.id)
             if index not in waiting:
                 continue
@@ -107,6 +112,7 @@ class AzureBackend(Backend):
                 self.ended_early.append(TaskEnd(index, True, 0))
             else:
                 self.batch.reactivate(self.job_id, task.id)  # its earlier failure is not this run's
+                self.completed_seen -= 1
 
     def _add_tasks(self, indices: list) -> None:
         if not indices:
@@ -139,15 +145,14 @@ class AzureBackend(Backend):
         for end in self.ended_early:
             waiting.discard(end.index)
             yield end
-        since = None
-        completed_seen = -1
+        since = margin_before(self.since) if self.since else None
         while waiting:
             polled = time.monotonic()
             counts = self.batch.task_counts(self.job_id)
             self.counts = TaskStates(pending=counts.active, running=counts.running)
-            if counts.completed != completed_seen:
-                completed_seen = counts.completed
-                newest = since
+            if counts.completed != self.completed_seen:  # else nothing new to list
+                self.completed_seen = counts.completed
+                newest = None
                 for task in self.batch.completed_tasks(self.job_id, since=since):
                     if newest is None or task.state_transition_time > newest:
                         newest = task.state_transition_time
@@ -156,7 +161,8 @@ class AzureBackend(Backend):
                         continue
                     waiting.discard(index)
                     yield self._task_end(index, task, failure_text)
-                since = margin_before(newest) if newest else None
+                if newest is not None:
+                    since = margin_before(newest)
             yield None
             if waiting:
                 time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - polled)))
@@ -183,12 +189,12 @@ class AzureBackend(Backend):
     def close(self) -> None:
         if not hasattr(self, "state") or not self._all_home():
             return
-        self.batch.terminate_job(self.job_id)  # done: nothing of it is left to run
+        self.batch.terminate_job(self.job_id, "superbatch: every output is home")
         self._clean_up()
 
     def cancel(self) -> None:
         self._say(f"terminating job {self.job_id}")
-        self.batch.terminate_job(self.job_id)
+        self.batch.terminate_job(self.job_id, "superbatch --cancel")
         self._clean_up()
 
     def _clean_up(self) -> None:

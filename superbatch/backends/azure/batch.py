@@ -29,6 +29,10 @@ class BatchService:
         """Reach the account with its credentials; returns whether the pool exists. Creates nothing."""
         try:
             return self.client.pool_exists(self.settings.pool_id)
+        except ResourceNotFoundError:
+            # azure-batch 15.1's error policy raises on the 404 that means "no
+            # such pool" before pool_exists can return False.
+            return False
         except Exception as error:
             raise explain(error, f"reaching Batch account {self.settings.batch_account!r}", "check BATCH_ACCOUNT_* variables") from None
 
@@ -77,9 +81,13 @@ class BatchService:
         except Exception as error:
             raise explain(error, f"creating job {job_id!r}") from None
 
-    def terminate_job(self, job_id: str) -> None:
+    # The begin_* operations below send their request at once; we do not wait
+    # for the service to finish terminating or deleting (minutes, in the cloud).
+
+    def terminate_job(self, job_id: str, reason: str) -> None:
         try:
-            self.client.begin_terminate_job(job_id).result()
+            # azure-batch 15.1 needs a body here but does not export its model: the REST field as JSON.
+            self.client.begin_terminate_job(job_id, {"terminateReason": reason})
         except ResourceNotFoundError:
             pass
         except ResourceExistsError:
@@ -87,13 +95,13 @@ class BatchService:
 
     def delete_job(self, job_id: str) -> None:
         try:
-            self.client.begin_delete_job(job_id).result()
+            self.client.begin_delete_job(job_id)
         except ResourceNotFoundError:
             pass
 
     def delete_pool(self) -> None:
         try:
-            self.client.begin_delete_pool(self.settings.pool_id).result()
+            self.client.begin_delete_pool(self.settings.pool_id)
         except ResourceNotFoundError:
             pass
 

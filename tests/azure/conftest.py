@@ -1,0 +1,69 @@
+"""The azure backend against real local servers: Azurite (blob storage) and the
+project's Batch emulator, each behind a counting proxy.
+
+The emulator runs tasks on this host (docker off): the kit's own worker.py,
+started with this Python, in each task's working directory. Nothing here
+reaches Azure.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from tests.support.proxy import Proxy, start_proxy
+from tests.support.servers import AZURITE_ACCOUNT, AZURITE_KEY, start_azurite, start_batch_emulator
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    with start_azurite() as storage:  # fails, not skips, when Azurite is missing: `make test` installs it
+        yield storage
+
+
+@dataclass
+class Cloud:
+    emulator: object
+    blobs: Proxy  # in front of Azurite
+    batch: Proxy  # in front of the emulator
+    azurite: object
+
+    @property
+    def env(self) -> dict:
+        return {
+            "BATCH_ACCOUNT_NAME": self.emulator.account,
+            "BATCH_ACCOUNT_KEY": self.emulator.key,
+            "BATCH_ACCOUNT_ENDPOINT": self.batch.url,
+            "STORAGE_ACCOUNT_CONNECTION_STRING": (
+                f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint={self.blobs.url}/{AZURITE_ACCOUNT};"),
+        }
+
+    def flags(self, kit, run: str, *more) -> list:
+        return ["--backend", "azure", "--run", run, "--poll-interval", "0.2",
+                "--task-command", f"{shlex.quote(sys.executable)} {shlex.quote(str(kit.path / 'worker.py'))}", *more]
+
+    def run(self, kit, run: str, *more, env=None, **kwargs):
+        return kit.run(*self.flags(kit, run, *more), env={**self.env, **(env or {})}, **kwargs)
+
+    def container(self, run: str):
+        return self.azurite.blob_service().get_container_client(f"superbatch-{run.lower()}")
+
+    def job_tasks(self, job_id: str) -> list:
+        return list(self.emulator.client().list_tasks(job_id))
+
+
+@pytest.fixture
+def cloud(azurite):
+    emulator = start_batch_emulator()
+    blobs = start_proxy(f"http://{azurite.host}:{azurite.port}")
+    batch = start_proxy(emulator.endpoint)
+    try:
+        yield Cloud(emulator, blobs, batch, azurite)
+    finally:
+        batch.stop()
+        blobs.stop()
+        emulator.stop()
