@@ -144,7 +144,8 @@ def failure_text(info: Optional[models.BatchTaskExecutionInfo]) -> str:
     if info is None or info.failure_info is None:
         return ""
     failure = info.failure_info
-    return f"{failure.category} {failure.code}: {failure.message}".strip()
+    category = getattr(failure.category, "value", failure.category)  # the SDK's enum, as the REST API spells it
+    return f"{category} {failure.code}: {failure.message}".strip()
 
 
 def margin_before(moment: datetime) -> datetime:

@@ -29,8 +29,8 @@ def explain(error: Exception, doing: str, hint: str = "") -> SuperbatchError:
     """A one-line SuperbatchError for an Azure SDK error met while `doing`."""
     if isinstance(error, ServiceRequestError):
         detail = "the endpoint does not answer (check the endpoint variable and your network)"
-    elif isinstance(error, ClientAuthenticationError) or error_code(error) in ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch"):
-        detail = f"access denied ({error_code(error) or type(error).__name__}): check the account key or your Entra ID sign-in"
+    elif isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) in (401, 403) or error_code(error) in ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch"):
+        detail = f"access denied ({error_code(error) or _status_name(error)}): check the account key or your Entra ID sign-in"
     elif isinstance(error, HttpResponseError):
         message = (error.error.message if error.error is not None and error.error.message else str(error.message or error))
         detail = f"{error_code(error) or error.status_code}: {message.splitlines()[0] if message else ''}"
@@ -39,3 +39,8 @@ def explain(error: Exception, doing: str, hint: str = "") -> SuperbatchError:
     else:
         detail = f"{type(error).__name__}: {error}"
     return SuperbatchError(redact(f"{doing} failed: {detail}" + (f"; {hint}" if hint else "")))
+
+
+def _status_name(error: Exception) -> str:
+    status = getattr(error, "status_code", None)
+    return {401: "401 Unauthorized", 403: "403 Forbidden"}.get(status, type(error).__name__)
