@@ -27,7 +27,10 @@ def error_code(error: Exception) -> str:
 
 def explain(error: Exception, doing: str, hint: str = "") -> SuperbatchError:
     """A one-line SuperbatchError for an Azure SDK error met while `doing`."""
-    if isinstance(error, ServiceRequestError):
+    if type(error).__name__ == "CredentialUnavailableError" or "DefaultAzureCredential failed" in str(error):
+        # azure-identity found no sign-in to get a token with
+        detail = "no Microsoft Entra ID sign-in is available (run `az login`, or set the account key)"
+    elif isinstance(error, ServiceRequestError):
         detail = "the endpoint does not answer (check the endpoint variable and your network)"
     elif isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) in (401, 403) or error_code(error) in ("AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch"):
         detail = f"access denied ({error_code(error) or _status_name(error)}): check the account key or your Entra ID sign-in"
