@@ -253,6 +253,9 @@ class Runner:
             return Outcome(failure=failure("CommandLineInvalid", f"The command line cannot be split: {e}"))
         root = str(spec.node_root or spec.task_dir)
         kwargs = {}
+        user = container_user(settings.get("containerRunOptions") or "")
+        if user:
+            kwargs["user"] = user
         if settings.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
             kwargs["working_dir"] = str(spec.wd)
         # Inside the container only Batch's variables and the task's own
@@ -396,3 +399,15 @@ def _upload(container_url: str, blob_name: str, local: Path) -> None:
 
     with ContainerClient.from_container_url(container_url) as container, open(local, "rb") as data:
         container.upload_blob(blob_name, data, overwrite=True)
+
+
+def container_user(run_options: str):
+    """The --user (or -u) of a task's containerRunOptions, the one `docker
+    create` option the emulator honours; the others are ignored."""
+    words = shlex.split(run_options)
+    for position, word in enumerate(words):
+        if word in ("--user", "-u") and position + 1 < len(words):
+            return words[position + 1]
+        if word.startswith("--user="):
+            return word.split("=", 1)[1]
+    return None

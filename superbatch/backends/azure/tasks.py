@@ -16,6 +16,10 @@ def task_definition(task_id: str, settings: AzureSettings, config_url: str, reso
         container_settings=models.BatchTaskContainerSettings(
             image_name=settings.image,
             working_directory=models.ContainerWorkingDirectory.TASK_WORKING_DIRECTORY,
+            # The image's own user (non-root, for local runs) may not own the
+            # task directory that Batch mounts; on a single-tenant Batch VM the
+            # container runs as root so that the worker can write its output.
+            container_run_options="--user 0:0",
         ),
         resource_files=[
             models.ResourceFile(http_url=config_url, file_path=GLOBAL_CONFIG_FILE),

@@ -1,0 +1,49 @@
+"""The whole cloud path in containers: build the worker image, push it to a
+registry that needs a login, then `--backend azure` on Azurite and the Batch
+emulator, which pulls the image from that registry with the pool's
+credentials and runs every task in it. Same aggregate as the local backend."""
+
+import pytest
+
+from tests.azure.conftest import Cloud, azurite  # noqa: F401  (the session's Azurite fixture)
+from tests.kit import last_line
+from tests.support.proxy import start_proxy
+from tests.support.servers import start_batch_emulator
+from tests.test_local import MIXED_TASK
+
+IMAGE = "superbatch-mission:test"
+
+
+@pytest.fixture
+def container_cloud(azurite, docker_client):
+    emulator = start_batch_emulator(docker="on")
+    blobs, batch = start_proxy(f"http://{azurite.host}:{azurite.port}"), start_proxy(emulator.endpoint)
+    try:
+        yield Cloud(emulator, blobs, batch, azurite)
+    finally:
+        batch.stop()
+        blobs.stop()
+        emulator.stop()
+
+
+def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, container_cloud, registry, base_image, docker_client):
+    kit.write_task(MIXED_TASK)
+    image = f"{registry.server}/{IMAGE}"
+    local = kit.run("--run", "local", "--build", "--base-image", base_image, "--push", "--image", image, env=registry.env())
+    assert local.returncode == 0, local.stderr
+    assert "test" in registry.tags("superbatch-mission")
+
+    docker_client.images.remove(image, force=True)  # so the emulator must pull it
+    cloud = container_cloud
+    flags = ["--backend", "azure", "--run", "mission", "--image", image, "--poll-interval", "0.2"]  # default task command: the worker in the image
+    done = kit.run(*flags, env={**cloud.env, **registry.env()}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert last_line(done.stdout) == last_line(local.stdout)
+
+    docker_client.images.get(image)  # pulled back from the registry
+    tasks = cloud.job_tasks("superbatch-mission")
+    assert len(tasks) == 16
+    assert all(task.execution_info.container_info and task.execution_info.container_info.container_id for task in tasks)
+    pool = cloud.emulator.client().get_pool("superbatch")
+    [reference] = pool.virtual_machine_configuration.container_configuration.container_registries
+    assert reference.registry_server == registry.server and reference.username == registry.username
