@@ -37,6 +37,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -63,6 +73,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--retries", type=non_negative_int, metavar="N", default=0, help="times a failed task is tried again (default: 0)")
     parser.add_argument("--allow-failures", action="store_true", help="aggregate the results of the tasks that succeeded instead of failing the run")
     parser.add_argument("--restage", action="store_true", help="accept a task.py whose inputs differ from the run's staged ones: stage them again and rerun the tasks they change")
+    parser.add_argument("--max-input-mb", type=positive_float, metavar="MB", default=256.0, help="refuse a task whose pickled parameters are larger than this (default: %(default)g)")
     parser.add_argument("--summary-json", type=Path, metavar="PATH", help="write a machine-readable summary of the run to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

@@ -100,7 +100,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
                 image.push(options.image, quiet=options.quiet)
 
     with timed(phases, "stage"):
-        total = Stager(run, restage=options.restage).stage(definition)
+        total = Stager(run, restage=options.restage, max_input_bytes=int(options.max_input_mb * 2**20)).stage(definition)
     pending = [index for index in range(total) if not run.is_home(index)]
     summary.tasks = {"total": total, "already_done": total - len(pending), "succeeded": 0, "failed": 0}
 
@@ -177,10 +177,20 @@ def _record(summary: Summary, progress: Progress, end: TaskEnd) -> None:
 
 
 def _aggregate(definition: TaskDefinition, run: RunFolder, total: int) -> Any:
-    results = [joblib.load(run.output_path(index)) for index in range(total) if run.is_home(index)]
+    results = [_load_output(run, index) for index in range(total) if run.is_home(index)]
     try:
         return definition.aggregate(results)
     except Exception as error:
         raise SuperbatchError(
             f"task.py: aggregate() raised {type(error).__name__}: {error}; the task results are kept in runs/{run.name}/, rerun with --run {run.name} to aggregate again"
         ) from error
+
+
+def _load_output(run: RunFolder, index: int) -> Any:
+    try:
+        return joblib.load(run.output_path(index))
+    except Exception as error:
+        raise SuperbatchError(
+            f"runs/{run.name}/{run.output_path(index).name} is unreadable ({type(error).__name__}); "
+            f"delete it and rerun with --run {run.name} to run task {index} again"
+        ) from None

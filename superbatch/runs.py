@@ -88,6 +88,8 @@ class RunFolder:
             raise SuperbatchError(f"{path} is unreadable ({error}); move the run folder away or pick another --run") from None
         if not isinstance(journal, dict) or journal.get("version") != JOURNAL_VERSION:
             raise SuperbatchError(f"{path} is not a journal this version of superbatch knows; pick another --run")
+        if journal.get("run") != self.name or not _valid_inputs(journal.get("inputs")) or not isinstance(journal.get("backends", {}), dict):
+            raise SuperbatchError(f"{path} was changed by hand and no longer describes run {self.name!r}; move runs/{self.name}/ away or choose another --run")
         return journal
 
     def save(self) -> None:
@@ -101,3 +103,11 @@ class RunFolder:
     def backend_state(self, backend: str) -> dict:
         """The part of the journal that belongs to one backend (job ids and the like)."""
         return self.journal.setdefault("backends", {}).setdefault(backend, {})
+
+
+def _valid_inputs(inputs) -> bool:
+    """The journal's record of staged inputs: none yet, or a config hash and one hash per task."""
+    if inputs is None:
+        return True
+    return (isinstance(inputs, dict) and isinstance(inputs.get("config"), str)
+            and isinstance(inputs.get("tasks"), list) and all(isinstance(digest, str) for digest in inputs["tasks"]))

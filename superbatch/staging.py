@@ -57,9 +57,10 @@ def task_parameters(definition: TaskDefinition) -> Iterable:
 class Stager:
     """Stages a run's inputs; refuses or restages when they changed."""
 
-    def __init__(self, run: RunFolder, restage: bool = False):
+    def __init__(self, run: RunFolder, restage: bool = False, max_input_bytes: int = 2**62):
         self.run = run
         self.restage = restage
+        self.max_input_bytes = max_input_bytes
         self.previous = run.journal.get("inputs") or None  # hashes staged before, if any
         self.restaged: list[int] = []  # tasks whose inputs changed (with --restage)
         self.all_changed = False
@@ -84,6 +85,11 @@ class Stager:
         hashes = []
         for index, item in enumerate(task_parameters(definition)):
             data = pickled(item, f"task {index}'s parameters")
+            if len(data) > self.max_input_bytes:
+                raise SuperbatchError(
+                    f"task {index}'s parameters are {len(data) / 2**20:.1f} MB pickled, over the {self.max_input_bytes / 2**20:g} MB limit "
+                    f"(--max-input-mb); pass large data shared by all tasks through global_config(), or raise the limit"
+                )
             digest = content_hash(data)
             old = before[index] if index < len(before) else None
             if self.previous and old != digest:
@@ -120,6 +126,6 @@ class Stager:
             self.run.save()
 
     def _write(self, path: Path, data: bytes, digest: str, staged_digest) -> None:
-        if staged_digest == digest and path.exists():
-            return  # already staged with this content
+        if staged_digest == digest and path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return  # already staged with this content (checked: the folder may have been edited)
         write_atomically(path, data)

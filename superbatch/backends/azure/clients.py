@@ -19,10 +19,13 @@ def transport(connections: int) -> RequestsTransport:
 
 
 def error_code(error: Exception) -> str:
-    code = getattr(error, "error_code", None)
+    """The service's error code (e.g. AuthenticationFailed), wherever the SDK put it."""
+    code = getattr(error, "error_code", None)  # azure-storage-blob: an enum
+    if not code and getattr(error, "model", None) is not None:  # azure-batch: the BatchError body
+        code = getattr(error.model, "code", None)
     if not code and isinstance(error, HttpResponseError) and error.error is not None:
         code = error.error.code
-    return code or ""
+    return str(getattr(code, "value", code) or "")
 
 
 def explain(error: Exception, doing: str, hint: str = "") -> SuperbatchError:
