@@ -183,6 +183,24 @@ def test_sas_urls_grant_only_what_each_use_needs(kit, cloud):
         expiry = datetime.fromisoformat(parse_qs(url.query)["se"][0].replace("Z", "+00:00"))
         assert now + timedelta(hours=1.9) < expiry < now + timedelta(hours=2.1)
 
+    # Every SAS the kit handed to Batch, as the tasks carry them.
+    tasks = cloud.job_tasks("superbatch-sas")
+    assert len(tasks) == 4
+    for task in tasks:
+        [config, resource] = task.resource_files
+        for resource_file, blob in ((config, "config.pickle"), (resource, f"task_{task.id.rsplit('-', 1)[1]}_resource.pickle")):
+            url = urlsplit(resource_file.http_url)
+            assert url.path.endswith(f"/sas/{blob}")
+            query = parse_qs(url.query)
+            assert query["sp"] == ["r"] and query["sr"] == ["b"]
+        [output] = task.output_files
+        query = parse_qs(urlsplit(output.destination.container.container_url).query)
+        assert query["sp"] == ["cw"] and query["sr"] == ["c"]
+        assert output.upload_options.upload_condition == "tasksuccess"
+        for sas in [parse_qs(urlsplit(f.http_url).query) for f in task.resource_files] + [query]:
+            expiry = datetime.fromisoformat(sas["se"][0].replace("Z", "+00:00"))
+            assert now + timedelta(hours=1.9) < expiry < now + timedelta(hours=2.1)
+
 
 def test_no_secret_in_run_folder_logs_or_output(kit, cloud, tmp_path):
     kit.write_task(FAILING_TASK)
