@@ -53,6 +53,8 @@ class Progress:
             self._maybe_print()
 
     def close(self) -> None:
+        if self.done + self.failed >= self.total:
+            self.states = None  # nothing is pending or running any more, whatever the last poll said
         if self.bar is not None:
             self._describe()
             self.bar.close()
