@@ -5,10 +5,15 @@ requests, can slow some down and can fail a seeded share of them.
     proxy.url                           # where the kit should connect
     proxy.count("PUT", "_resource.pickle")
     proxy.delays[("PUT", "_resource.pickle")] = 0.05   # seconds before forwarding
+    proxy.arrived("PUT", "_resource.pickle")             # requests received, whatever became of them
     proxy.stop()
 
 A request is counted once its answer has been sent back (a 2xx answer only),
-so a request cut off by a killed client is not counted as done.
+so a request cut off by a killed client is not counted as done. Every request
+is also logged as it arrives (`arrived`), before any delay or fault.
+
+With `failure_rate`, that seeded share of the requests for which `may_fail(method,
+url)` holds (all of them by default) is answered 500 or 503 without being forwarded.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ DROPPED_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trail
 
 
 class Proxy:
-    def __init__(self, upstream: str, failure_rate: float = 0.0, seed: int = 0):
+    def __init__(self, upstream: str, failure_rate: float = 0.0, seed: int = 0, may_fail=None):
         self.upstream = upstream.rstrip("/")
         self.failure_rate = failure_rate
+        self.may_fail = may_fail  # (method, url) -> whether this request may be failed
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.done: collections.Counter = collections.Counter()  # (method, path) -> 2xx answers sent
         self.urls: list = []  # every URL asked for, query (SAS) included
+        self.arrivals: collections.Counter = collections.Counter()  # (method, path) -> requests received
         self.failed = 0
         self.delays: dict = {}  # (method, path suffix) -> seconds to wait before forwarding
         self.url = ""
@@ -52,7 +59,9 @@ class Proxy:
         path = unquote(urlsplit(str(request.url)).path)
         with self.lock:
             self.urls.append(str(request.url))
-            fail = self.failure_rate > 0 and self.random.random() < self.failure_rate
+            self.arrivals[(request.method, path)] += 1
+            fail = (self.failure_rate > 0 and (self.may_fail is None or self.may_fail(request.method, str(request.url)))
+                    and self.random.random() < self.failure_rate)
             self.failed += bool(fail)
         if fail:
             return Response(status_code=self.random.choice([500, 503]))
@@ -81,6 +90,11 @@ class Proxy:
         with self.lock:
             return collections.Counter({path: n for (m, path), n in self.done.items() if m == method and path.endswith(suffix)})
 
+    def arrived(self, method: str, suffix: str = "") -> collections.Counter:
+        """Requests received (answered or not) with this method whose path ends with suffix, by path."""
+        with self.lock:
+            return collections.Counter({path: n for (m, path), n in self.arrivals.items() if m == method and path.endswith(suffix)})
+
     def start(self) -> "Proxy":
         app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "PUT", "HEAD", "DELETE", "POST", "PATCH"])])
         sock = socket.socket()
@@ -102,5 +116,5 @@ class Proxy:
             self._thread.join(10)
 
 
-def start_proxy(upstream: str, failure_rate: float = 0.0, seed: int = 0) -> Proxy:
-    return Proxy(upstream, failure_rate, seed).start()
+def start_proxy(upstream: str, failure_rate: float = 0.0, seed: int = 0, may_fail=None) -> Proxy:
+    return Proxy(upstream, failure_rate, seed, may_fail).start()
