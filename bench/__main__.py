@@ -1,0 +1,149 @@
+"""The benchmark table of the README, in one command: `python -m bench` (`make bench`).
+
+Every figure is a ratio or a count measured in this one run, on this machine:
+
+  local / joblib     bench/local.py: the local backend's wall time over
+                     joblib.Parallel(n_jobs=-1)'s on the same tasks
+  azure              bench/azure.py, on Azurite and the Batch emulator:
+                     staging vs the raw SDK and vs a loop, Batch requests per
+                     task, last task's end to the printed aggregate, and the
+                     controller's peak memory at two sizes
+
+The table is printed (markdown) and written to bench/results/latest.md.
+
+    python -m bench [--quick] [--rounds N]
+
+--quick uses smaller sizes (a try-out, not the README's figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import azure, local
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+SIZES = {  # (local: tasks (a), tasks (b)), azure: staged files and run, memory: small and large run
+    False: dict(local_a=200, local_b=2000, azure=2000, memory=(2000, 20000)),
+    True: dict(local_a=50, local_b=500, azure=500, memory=(500, 5000)),
+}
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), {memory:.1f} GiB memory, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def load() -> str:
+    try:
+        return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def row(figure: str, value: str, goal: str, met) -> str:
+    verdict = "—" if met is None else ("yes" if met else "**no**")
+    return f"| {figure} | {value} | {goal} | {verdict} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one round: a try-out, not the real figures")
+    parser.add_argument("--rounds", type=int, help="rounds of the alternated comparisons (default: 3, 1 with --quick)")
+    parser.add_argument("--poll-interval", type=float, default=azure.DEFAULT_POLL, help="the azure runs' --poll-interval (default: the kit's, %(default)s s)")
+    options = parser.parse_args()
+    sizes = SIZES[options.quick]
+    rounds = options.rounds or (1 if options.quick else 3)
+    poll = options.poll_interval
+
+    def say(message: str) -> None:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+    started = time.time()
+    load_before = load()
+    say(f"local backend vs joblib.Parallel, {rounds} rounds ...")
+    with contextlib.redirect_stdout(sys.stderr):  # local.py's own lines are progress here
+        loops = local.loops_for(0.050)
+        local_a = local.compare(f"(a) {sizes['local_a']} tasks of ~50 ms CPU", sizes["local_a"], loops, rounds)
+        local_b = local.compare(f"(b) {sizes['local_b']} tasks of almost no work", sizes["local_b"], 0, rounds)
+
+    small, large = sizes["memory"]
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        kit = azure.Kit(Path(folder))
+        say(f"staging {sizes['azure']} inputs: kit vs raw SDK (16 threads) vs one at a time, {rounds} rounds ...")
+        with azure.local_cloud() as cloud:
+            upload = azure.staging(cloud, kit, sizes["azure"], rounds)
+        runs = {}
+        for count in sorted({sizes["azure"], small, large}):
+            say(f"a {count}-task azure run through the CLI (poll interval {poll:g} s) ...")
+            with azure.local_cloud() as fresh:  # fresh servers: each run starts from the same empty state
+                runs[count] = azure.cli_run(fresh, kit, f"bench{count}", count, poll)
+            say(f"  {runs[count].wall:.0f} s, {runs[count].request_total} Batch requests, peak RSS {runs[count].peak_rss_mb:.0f} MB")
+    load_after = load()
+    run = runs[sizes["azure"]]
+
+    kit_rate, sdk_rate, serial_rate = upload.rate(upload.kit), upload.rate(upload.sdk16), upload.rate(upload.serial)
+    growth = runs[large].peak_rss_mb - runs[small].peak_rss_mb
+    cli_upload = run.summary["phases"]["upload"]
+    lines = [
+        f"# superbatch benchmarks{' (--quick: smaller sizes, not the real figures)' if options.quick else ''}",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; `python -m bench{' --quick' if options.quick else ''}` took {(time.time() - started) / 60:.1f} min",
+        f"- machine: {machine()}",
+        f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
+        "",
+        "| figure | measured | goal | met |",
+        "|---|---|---|---|",
+        row(f"local backend / joblib.Parallel, {sizes['local_a']} tasks of ~50 ms CPU (wall time)", f"{local_a:.2f}", "≤ 1.10", local_a <= 1.10),
+        row(f"local backend / joblib.Parallel, {sizes['local_b']} tasks of almost no work (wall time)", f"{local_b:.2f}", "≤ 10", local_b <= 10),
+        row(f"azure staging rate / raw SDK 16-thread upload rate ({upload.files} files)", f"{kit_rate / sdk_rate:.2f}", "≥ 0.9", kit_rate / sdk_rate >= 0.9),
+        row(f"azure staging rate / one-at-a-time upload loop ({upload.files} files)", f"{kit_rate / serial_rate:.1f}", "—", None),
+        row(f"Batch API requests per task, {run.tasks}-task run, poll {poll:g} s", f"{run.requests_per_task:.4f} ({run.request_total} requests)", "≤ 0.05", run.requests_per_task <= 0.05),
+        row(f"last task's end → aggregate printed, {run.tasks}-task run", f"{run.latency:.2f} s = {run.latency / poll:.2f} poll intervals", f"≤ 2 poll intervals ({2 * poll:g} s)", run.latency <= 2 * poll),
+        row("controller peak RSS", f"{runs[small].peak_rss_mb:.0f} MB at {small:,} tasks, {runs[large].peak_rss_mb:.0f} MB at {large:,}", "—", None),
+        row(f"controller peak RSS growth, {small:,} → {large:,} tasks", f"{growth:+.0f} MB", "≤ 50 MB", growth <= 50),
+        "",
+        "What each figure is:",
+        "",
+        f"- local / joblib: bench/local.py — wall time of `controller.py` (local backend, fresh process, staging and collecting included) over `joblib.Parallel(n_jobs=-1)` on the same task.py, medians of {rounds} alternated rounds.",
+        f"- staging: the kit's upload code path (`BlobStore.upload_files`, default `--upload-threads`) vs `ContainerClient.upload_blob` in a 16-thread `ThreadPoolExecutor` (default SDK client) vs the same call in a loop; the same {upload.files} staged inputs (task inputs + config) to Azurite, each side timed around its uploads in a fresh process, {rounds} alternated rounds, medians: "
+        f"kit {kit_rate:.0f} files/s, SDK 16 threads {sdk_rate:.0f} files/s, loop {serial_rate:.0f} files/s (per-round seconds: kit {fmt(upload.kit)}, SDK {fmt(upload.sdk16)}, loop {fmt(upload.serial)}). "
+        f"The {run.tasks}-task CLI run's own upload phase (listing + uploads): {run.tasks + 1} files in {cli_upload:.2f} s = {(run.tasks + 1) / cli_upload:.0f} files/s.",
+        f"- Batch requests: every request the emulator served during the CLI run (`controller.py --backend azure`, task command `{azure.CHEAP_COMMAND}`, 4 nodes × 8 slots), divided by the task count: {breakdown(run.requests)}.",
+        f"- latency: the aggregate line's arrival on the controller's stdout minus the latest `executionInfo.endTime` of the job's tasks (the emulator's clock, this machine's).",
+        f"- memory: `ru_maxrss` of the controller process (RUSAGE_CHILDREN of a fresh parent per run) over whole CLI runs of {small:,} and {large:,} cheap tasks against fresh Azurite and emulator each; run wall times {', '.join(f'{n:,}: {r.wall:.0f} s' for n, r in sorted(runs.items()))}.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text(text)
+    say(f"written to {RESULTS / 'latest.md'}")
+
+
+def fmt(values: list) -> str:
+    return "/".join(f"{value:.2f}" for value in values)
+
+
+def breakdown(requests: dict) -> str:
+    return ", ".join(f"{op} {n}" for op, n in sorted(requests.items(), key=lambda item: -item[1]))
+
+
+if __name__ == "__main__":
+    main()
