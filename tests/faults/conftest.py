@@ -52,11 +52,14 @@ def make_cloud(azurite):  # noqa: F811
 # the same file contract, without importing joblib (a quarter of a second of CPU
 # per task on a small machine), so that a few hundred tasks cost seconds. It logs
 # each run to the file the config names, and returns parameter * 3 as a pickle
-# (joblib.load reads plain pickles). LOGGING_TASK below is the same task in task.py.
+# (joblib.load reads plain pickles); it sleeps config['sleep'] seconds first, if
+# given. LOGGING_TASK below is the same task in task.py.
 ONE_LINE_TASK = (
     "import pickle\n"
     "config = pickle.load(open('config.pickle', 'rb'))\n"
     "i = pickle.load(open('resource.pickle', 'rb'))\n"
+    "if config.get('sleep'):\n"
+    "    import time; time.sleep(config['sleep'])\n"
     "if config.get('log'):\n"
     "    with open(config['log'], 'a') as log: log.write(f'{i}\\n')\n"
     "pickle.dump(i * 3, open('output.pickle.partial', 'wb'))\n"
@@ -65,9 +68,12 @@ ONE_LINE_TASK = (
 TASK_COMMAND = f"{shlex.quote(sys.executable)} -S -E -c {shlex.quote(ONE_LINE_TASK)}"
 
 LOGGING_TASK = """
-    def global_config(): return {{"log": {log!r}}}
+    import time
+
+    def global_config(): return {{"log": {log!r}, "sleep": {sleep}}}
     def parameters(): return list(range({count}))
     def task(config, i):
+        time.sleep(config["sleep"])
         with open(config["log"], "a") as log:  # one line each time the task runs
             log.write(f"{{i}}\\n")
         return i * 3

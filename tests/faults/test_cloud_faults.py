@@ -21,7 +21,7 @@ def runs_per_task(log) -> collections.Counter:
 def test_batch_5xx_429_and_blob_failures_change_nothing(kit, make_cloud, tmp_path):
     cloud = make_cloud(faults="transient=0.1,throttle=0.05,seed=7", blob_failure_rate=0.05, seed=11)
     log = tmp_path / "ran.log"
-    kit.write_task(LOGGING_TASK.format(log=str(log), count=COUNT))
+    kit.write_task(LOGGING_TASK.format(log=str(log), count=COUNT, sleep=0))
     local = kit.run("--run", "local")  # the fault-free aggregate
     assert local.returncode == 0, local.stderr
     assert last_line(local.stdout) == EXPECTED
@@ -58,7 +58,7 @@ def test_batch_5xx_429_and_blob_failures_change_nothing(kit, make_cloud, tmp_pat
 def test_preempted_spot_nodes_lose_no_task(kit, make_cloud, tmp_path):
     cloud = make_cloud(faults="preempt=0.3,preempt_after=0.3,seed=5", preempt_recovery=0.3)
     log = tmp_path / "ran.log"
-    kit.write_task(LOGGING_TASK.format(log=str(log), count=COUNT))
+    kit.write_task(LOGGING_TASK.format(log=str(log), count=COUNT, sleep=0))
 
     done = cloud.run(kit, "spot", "--spot-nodes", "4", "--dedicated-nodes", "0", "--task-slots", "4", "--task-command", TASK_COMMAND)
     assert done.returncode == 0, done.stderr
