@@ -14,6 +14,7 @@ added; blob metadata keeps which inputs were uploaded. Neither holds a secret.
 The Azure SDKs are imported only when this backend is used.
 """
 
+import os
 import shlex
 import sys
 import time
@@ -85,8 +86,10 @@ class AzureBackend(Backend):
     def _upload_inputs(self) -> None:
         """Upload the staged files that blob storage does not hold yet, with their content hashes."""
         inputs = self.run.journal["inputs"]
-        names = [(self.prefix + GLOBAL_CONFIG_FILE, self.run.config_path, inputs["config"])]
-        names += [(self.prefix + LOCAL_RESOURCE_PATTERN.format(i), self.run.resource_path(i), digest) for i, digest in enumerate(inputs["tasks"])]
+        folder = str(self.run.path)  # paths as strings: 20,000 Path objects weigh 7 MB
+        names = [(self.prefix + GLOBAL_CONFIG_FILE, str(self.run.config_path), inputs["config"])]
+        names += [(self.prefix + LOCAL_RESOURCE_PATTERN.format(i), os.path.join(folder, LOCAL_RESOURCE_PATTERN.format(i)), digest)
+                  for i, digest in enumerate(inputs["tasks"])]
         if self.state.get("uploaded") == content_fingerprint(names):
             return  # every input is there already (the journal says so)
         self.store.create_container()
