@@ -110,7 +110,7 @@ def start_azurite(location: str | Path | None = None, host: str = "127.0.0.1",
     port = free_port(host)
     proc = subprocess.Popen(
         [command, "--blobHost", host, "--blobPort", str(port), "--location", str(location),
-         "--silent", "--skipApiVersionCheck", "--loose"],
+         "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
         start_new_session=True)
     handle = AzuriteHandle(host, port, location, proc, owns)
