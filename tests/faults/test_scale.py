@@ -1,0 +1,86 @@
+"""20,000 tasks against the emulator: the run completes with the right
+aggregate, and the controller's peak memory grows by at most 50 MB from a
+2,000-task run to a 20,000-task one (issue 7's goal).
+
+Each task copies its parameters to its output (`/bin/cp`), so the run costs
+what the kit and the emulator cost, not what the tasks do. The controller talks
+to the emulator and to Azurite directly (no test proxy): the proxies run in the
+test's process, beside the emulator, and would only slow both down.
+
+Opt in with SUPERBATCH_SCALE=1 (it takes longer than the default suite allows;
+see tests/faults/README.md).
+"""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.faults.conftest import scale_enabled
+from tests.kit import last_line
+from tests.support.servers import AZURITE_ACCOUNT, AZURITE_KEY, start_batch_emulator
+
+pytestmark = [pytest.mark.scale, pytest.mark.timeout(4 * 3600), pytest.mark.skipif(not scale_enabled(), reason="a 20,000-task run: opt in with SUPERBATCH_SCALE=1")]
+
+IDENTITY_TASK = """
+    def global_config(): return None
+    def parameters(): return range({count})
+    def task(config, i): return i  # what `cp resource.pickle output.pickle` does
+    def aggregate(results): return sum(results)
+"""
+
+SMALL, LARGE = int(os.environ.get("SCALE_SMALL", 2_000)), int(os.environ.get("SCALE_LARGE", 20_000))
+GROWTH_LIMIT_MB = 50
+
+
+def run_measured(kit, emulator, azurite, name: str, count: int, tmp_path) -> dict:
+    """Run the controller on `count` tasks; its exit code, last line, seconds and peak RSS."""
+    kit.write_task(IDENTITY_TASK.format(count=count))
+    env = {
+        **os.environ,
+        "BATCH_ACCOUNT_NAME": emulator.account,
+        "BATCH_ACCOUNT_KEY": emulator.key,
+        "BATCH_ACCOUNT_ENDPOINT": emulator.endpoint,
+        "STORAGE_ACCOUNT_CONNECTION_STRING": (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://{azurite.host}:{azurite.port}/{AZURITE_ACCOUNT};"),
+    }
+    summary = tmp_path / f"{name}.json"
+    command = kit.command("--backend", "azure", "--run", name, "--poll-interval", "1", "--quiet",
+                          "--dedicated-nodes", "4", "--task-slots", "8", "--task-command", "/bin/cp resource.pickle output.pickle",
+                          "--summary-json", summary)
+    started = time.monotonic()
+    with open(tmp_path / f"{name}.out", "w") as out, open(tmp_path / f"{name}.err", "w") as err:
+        process = subprocess.Popen(command, cwd=kit.path, env=env, stdout=out, stderr=err)
+        # wait4: this child's own peak resident set (kB on Linux), nobody else's
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - started
+    return {
+        "returncode": process.returncode,
+        "last": last_line((tmp_path / f"{name}.out").read_text()),
+        "stderr": (tmp_path / f"{name}.err").read_text()[-3000:],
+        "seconds": seconds,
+        "peak_mb": usage.ru_maxrss / 1024,
+        "phases": json.loads(summary.read_text())["phases"] if summary.exists() else {},
+    }
+
+
+def test_20000_tasks_complete_and_memory_grows_at_most_50_mb(kit, azurite, tmp_path):
+    emulator = start_batch_emulator()
+    try:
+        small = run_measured(kit, emulator, azurite, "small", SMALL, tmp_path)
+        assert small["returncode"] == 0, small["stderr"]
+        assert small["last"] == str(sum(range(SMALL)))
+        large = run_measured(kit, emulator, azurite, "large", LARGE, tmp_path)
+        assert large["returncode"] == 0, large["stderr"]
+        assert large["last"] == str(sum(range(LARGE)))
+        assert emulator.stats()["tasks"]["succeeded"] == SMALL + LARGE
+    finally:
+        emulator.stop()
+    growth = large["peak_mb"] - small["peak_mb"]
+    print(f"\npeak RSS of the controller: {SMALL} tasks {small['peak_mb']:.1f} MB in {small['seconds']:.0f} s {small['phases']}; "
+          f"{LARGE} tasks {large['peak_mb']:.1f} MB in {large['seconds']:.0f} s {large['phases']}; growth {growth:.1f} MB")
+    assert growth <= GROWTH_LIMIT_MB
