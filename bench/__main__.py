@@ -90,6 +90,7 @@ def main() -> None:
         say(f"staging {sizes['azure']} inputs: kit vs raw SDK (16 threads) vs one at a time, {rounds} rounds ...")
         with azure.local_cloud() as cloud:
             upload = azure.staging(cloud, kit, sizes["azure"], rounds)
+        say(f"  kit {upload.rate(upload.kit):.0f} files/s, SDK 16 threads {upload.rate(upload.sdk16):.0f} files/s, loop {upload.rate(upload.serial):.0f} files/s")
         runs = {}
         for count in sorted({sizes["azure"], small, large}):
             say(f"a {count}-task azure run through the CLI (poll interval {poll:g} s) ...")
