@@ -7,8 +7,8 @@ what the kit and the emulator cost, not what the tasks do. The controller talks
 to the emulator and to Azurite directly (no test proxy): the proxies run in the
 test's process, beside the emulator, and would only slow both down.
 
-Opt in with SUPERBATCH_SCALE=1 (it takes longer than the default suite allows;
-see tests/faults/README.md).
+Opt in with SUPERBATCH_SCALE=1: Azurite slows down as it fills, so the
+20,000-task run takes far longer than the default suite allows (see README.md here).
 """
 
 import json
