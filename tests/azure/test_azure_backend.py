@@ -257,3 +257,17 @@ def test_interrupt_prints_resume_and_cancel_commands_and_cancel_terminates(kit, 
     assert cancelled.returncode == 0, cancelled.stderr
     assert cloud.emulator.client().get_job("superbatch-stopme").state in ("terminating", "completed")
     assert not cloud.container("stopme").exists()
+
+
+def test_a_lost_answer_while_adding_tasks_adds_each_task_once(kit, cloud, tmp_path):
+    """The first task collection is added, but its answer is cut off: azure-core
+    does not retry a POST, so the kit adds the tasks again (TaskExists = added)."""
+    log = tmp_path / "ran.log"
+    kit.write_task(SLEEPY_TASK.format(log=str(log), sleep=0.0, count=10))
+    cloud.batch.lose_answers[("POST", "/addtaskcollection")] = 1
+    done = cloud.run(kit, "lost")
+    assert done.returncode == 0, done.stderr
+    assert cloud.batch.lose_answers[("POST", "/addtaskcollection")] == 0  # the answer was lost
+    assert last_line(done.stdout) == str(sum(i * 3 for i in range(10)))
+    assert len(cloud.job_tasks("superbatch-lost")) == 10
+    assert sorted(map(int, log.read_text().split())) == list(range(10))  # each ran once

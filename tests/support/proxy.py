@@ -49,7 +49,8 @@ class Proxy:
         self.urls: list = []  # every URL asked for, query (SAS) included
         self.arrivals: collections.Counter = collections.Counter()  # (method, path) -> requests received
         self.failed = 0
-        self.delays: dict = {}  # (method, path suffix) -> seconds to wait before forwarding
+        self.delays: dict = {}
+        self.lose_answers: dict = {}  # (method, path suffix) -> how many answers to cut off after forwarding  # (method, path suffix) -> seconds to wait before forwarding
         self.url = ""
         self._server = None
         self._thread = None
@@ -73,9 +74,19 @@ class Proxy:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS]
         answer = await self._client.request(request.method, self.upstream + request.url.path, params=request.url.query or None,
                                             content=await request.body(), headers=headers)
+        if self._take_lost_answer(request.method, path):
+            return _CutOff()  # the change was made upstream; the client never learns it
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in DROPPED_HEADERS}
         counted = BackgroundTask(self._count, request.method, path) if 200 <= answer.status_code < 300 else None
         return Response(answer.content, status_code=answer.status_code, headers=headers, background=counted)
+
+    def _take_lost_answer(self, method: str, path: str) -> bool:
+        with self.lock:
+            for (lost_method, suffix), left in self.lose_answers.items():
+                if left and method == lost_method and path.endswith(suffix):
+                    self.lose_answers[(lost_method, suffix)] = left - 1
+                    return True
+        return False
 
     def _count(self, method: str, path: str) -> None:
         with self.lock:
@@ -114,6 +125,19 @@ class Proxy:
         if self._server is not None:
             self._server.should_exit = True
             self._thread.join(10)
+
+
+class _CutOff(Response):
+    """An answer that stops after its first byte: the connection is dropped
+    with the response half sent, as when a network fails mid-answer."""
+
+    def __init__(self):
+        super().__init__()
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        raise ConnectionAbortedError("answer cut off on purpose by the test proxy")
 
 
 def start_proxy(upstream: str, failure_rate: float = 0.0, seed: int = 0, may_fail=None) -> Proxy:

@@ -1,11 +1,12 @@
 """Azure Batch: the pool, the run's job, its tasks, and following them cheaply."""
 
+import time
 from datetime import datetime, timedelta
 from typing import Iterator, Optional
 
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 
 from .clients import explain, transport
 from .settings import AzureSettings
@@ -107,15 +108,28 @@ class BatchService:
 
     # --- tasks ---------------------------------------------------------------
 
-    def add_tasks(self, job_id: str, tasks: list) -> None:
-        """Add tasks; one that already exists (a retried request, a resumed run) counts as added."""
-        try:
-            self.client.create_tasks(job_id, tasks, max_concurrency=min(8, self.settings.threads))
-        except models.CreateTasksError as error:
-            failures = [f"{result.task_id}: {result.error.code}" for result in error.failure_tasks if result.error]
-            if failures:
-                raise explain(Exception(f"{len(failures)} tasks refused, first {failures[0]}"), f"adding tasks to job {job_id!r}") from None
-            raise explain(error.errors[0] if error.errors else error, f"adding tasks to job {job_id!r}") from None
+    def add_tasks(self, job_id: str, tasks: list, attempts: int = 5) -> None:
+        """Add tasks; one that already exists (a retried request, a resumed run) counts as added.
+
+        azure-core does not retry a POST whose answer was lost (a connection
+        reset, a timeout): the tasks may or may not have been added. Adding
+        them all again is safe, since the ones that exist answer TaskExists.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.create_tasks(job_id, tasks, max_concurrency=min(8, self.settings.threads))
+                return
+            except models.CreateTasksError as error:
+                failures = [f"{result.task_id}: {result.error.code}" for result in error.failure_tasks if result.error]
+                if failures:
+                    raise explain(Exception(f"{len(failures)} tasks refused, first {failures[0]}"), f"adding tasks to job {job_id!r}") from None
+                cause = error.errors[0] if error.errors else error
+                if not isinstance(cause, (ServiceRequestError, ServiceResponseError)) or attempt == attempts:
+                    raise explain(cause, f"adding tasks to job {job_id!r}") from None
+            except (ServiceRequestError, ServiceResponseError) as error:
+                if attempt == attempts:
+                    raise explain(error, f"adding tasks to job {job_id!r}") from None
+            time.sleep(min(2 ** attempt, 30))
 
     def task_counts(self, job_id: str) -> models.BatchTaskCounts:
         return self.client.get_job_task_counts(job_id).task_counts
