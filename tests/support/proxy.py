@@ -50,7 +50,8 @@ class Proxy:
         self.arrivals: collections.Counter = collections.Counter()  # (method, path) -> requests received
         self.failed = 0
         self.delays: dict = {}
-        self.lose_answers: dict = {}  # (method, path suffix) -> how many answers to cut off after forwarding  # (method, path suffix) -> seconds to wait before forwarding
+        self.lose_answers: dict = {}  # (method, path suffix) -> how many answers to cut off after forwarding
+        self.drop_requests: dict = {}  # (method, path suffix) -> how many requests to cut off before forwarding  # (method, path suffix) -> seconds to wait before forwarding
         self.url = ""
         self._server = None
         self._thread = None
@@ -69,22 +70,25 @@ class Proxy:
         for (method, suffix), seconds in list(self.delays.items()):
             if request.method == method and path.endswith(suffix):
                 await asyncio.sleep(seconds)
+        if self._take(self.drop_requests, request.method, path):
+            return _CutOff()  # never forwarded: the change was not made, and the client cannot tell
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=120)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROPPED_HEADERS]
         answer = await self._client.request(request.method, self.upstream + request.url.path, params=request.url.query or None,
                                             content=await request.body(), headers=headers)
-        if self._take_lost_answer(request.method, path):
+        if self._take(self.lose_answers, request.method, path):
             return _CutOff()  # the change was made upstream; the client never learns it
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in DROPPED_HEADERS}
         counted = BackgroundTask(self._count, request.method, path) if 200 <= answer.status_code < 300 else None
         return Response(answer.content, status_code=answer.status_code, headers=headers, background=counted)
 
-    def _take_lost_answer(self, method: str, path: str) -> bool:
+    def _take(self, budget: dict, method: str, path: str) -> bool:
+        """Whether this request uses up one of the budget's cut-offs."""
         with self.lock:
-            for (lost_method, suffix), left in self.lose_answers.items():
-                if left and method == lost_method and path.endswith(suffix):
-                    self.lose_answers[(lost_method, suffix)] = left - 1
+            for (wanted, suffix), left in budget.items():
+                if left and method == wanted and path.endswith(suffix):
+                    budget[(wanted, suffix)] = left - 1
                     return True
         return False
 

@@ -111,25 +111,33 @@ class BatchService:
     def add_tasks(self, job_id: str, tasks: list, attempts: int = 5) -> None:
         """Add tasks; one that already exists (a retried request, a resumed run) counts as added.
 
-        azure-core does not retry a POST whose answer was lost (a connection
-        reset, a timeout): the tasks may or may not have been added. Adding
-        them all again is safe, since the ones that exist answer TaskExists.
+        A request whose answer is lost (a reset connection, a timeout) may or
+        may not have added its tasks, and azure-core does not retry a POST;
+        azure-batch 15.1's create_tasks may even return without a word when
+        one of its threads dies that way. So the tasks that were not
+        acknowledged are added again: those that exist answer TaskExists.
         """
+        pending = tasks
         for attempt in range(1, attempts + 1):
             try:
-                self.client.create_tasks(job_id, tasks, max_concurrency=min(8, self.settings.threads))
-                return
+                result = self.client.create_tasks(job_id, pending, max_concurrency=min(8, self.settings.threads))
+                acknowledged = {answer.task_id for answer in result.result_values or []}
+                pending = [task for task in pending if task.id not in acknowledged]
+                if not pending:
+                    return
+                cause = Exception(f"{len(pending)} tasks were not acknowledged")
             except models.CreateTasksError as error:
-                failures = [f"{result.task_id}: {result.error.code}" for result in error.failure_tasks if result.error]
+                failures = [f"{answer.task_id}: {answer.error.code}" for answer in error.failure_tasks if answer.error]
                 if failures:
                     raise explain(Exception(f"{len(failures)} tasks refused, first {failures[0]}"), f"adding tasks to job {job_id!r}") from None
                 cause = error.errors[0] if error.errors else error
-                if not isinstance(cause, (ServiceRequestError, ServiceResponseError)) or attempt == attempts:
+                if not isinstance(cause, (ServiceRequestError, ServiceResponseError)):
                     raise explain(cause, f"adding tasks to job {job_id!r}") from None
             except (ServiceRequestError, ServiceResponseError) as error:
-                if attempt == attempts:
-                    raise explain(error, f"adding tasks to job {job_id!r}") from None
-            time.sleep(min(2 ** attempt, 30))
+                cause = error
+            if attempt < attempts:
+                time.sleep(min(2 ** attempt, 30))
+        raise explain(cause, f"adding tasks to job {job_id!r}") from None
 
     def task_counts(self, job_id: str) -> models.BatchTaskCounts:
         return self.client.get_job_task_counts(job_id).task_counts
