@@ -57,13 +57,23 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(azurite):
-    emulator = start_batch_emulator()
-    blobs = start_proxy(f"http://{azurite.host}:{azurite.port}")
-    batch = start_proxy(emulator.endpoint)
-    try:
-        yield Cloud(emulator, blobs, batch, azurite)
-    finally:
-        batch.stop()
-        blobs.stop()
-        emulator.stop()
+def make_cloud(azurite):
+    """Start an emulator (with any of start_batch_emulator's options: faults,
+    docker, ...) and the two proxies; everything started stops after the test."""
+    started = []
+
+    def make(*, blob_failure_rate: float = 0.0, seed: int = 0, may_fail=None, **emulator_options) -> Cloud:
+        emulator = start_batch_emulator(**emulator_options)
+        blobs = start_proxy(f"http://{azurite.host}:{azurite.port}", failure_rate=blob_failure_rate, seed=seed, may_fail=may_fail)
+        batch = start_proxy(emulator.endpoint)
+        started.extend([batch, blobs, emulator])
+        return Cloud(emulator, blobs, batch, azurite)
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def cloud(make_cloud):
+    return make_cloud()

@@ -5,25 +5,16 @@ credentials and runs every task in it. Same aggregate as the local backend."""
 
 import pytest
 
-from tests.azure.conftest import Cloud, azurite  # noqa: F401  (the session's Azurite fixture)
+from tests.azure.conftest import azurite, make_cloud  # noqa: F401  (fixtures)
 from tests.kit import last_line
-from tests.support.proxy import start_proxy
-from tests.support.servers import start_batch_emulator
 from tests.test_local import MIXED_TASK
 
 IMAGE = "superbatch-mission:test"
 
 
 @pytest.fixture
-def container_cloud(azurite, docker_client):
-    emulator = start_batch_emulator(docker="on")
-    blobs, batch = start_proxy(f"http://{azurite.host}:{azurite.port}"), start_proxy(emulator.endpoint)
-    try:
-        yield Cloud(emulator, blobs, batch, azurite)
-    finally:
-        batch.stop()
-        blobs.stop()
-        emulator.stop()
+def container_cloud(make_cloud, docker_client):
+    return make_cloud(docker="on")
 
 
 def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, container_cloud, registry, base_image, docker_client):

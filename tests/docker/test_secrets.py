@@ -6,7 +6,7 @@ folders, logs, summaries, standard output or standard error."""
 import shlex
 import sys
 
-from tests.azure.conftest import azurite, cloud  # noqa: F401  (fixtures)
+from tests.azure.conftest import azurite, cloud, make_cloud  # noqa: F401  (fixtures)
 from tests.test_local import FAILING_TASK
 
 
