@@ -9,6 +9,7 @@ reaches Azure.
 from __future__ import annotations
 
 import shlex
+from contextlib import contextmanager
 import sys
 from dataclasses import dataclass
 
@@ -56,22 +57,32 @@ class Cloud:
         return list(self.emulator.client().list_tasks(job_id))
 
 
-@pytest.fixture
-def make_cloud(azurite):
-    """Start an emulator (with any of start_batch_emulator's options: faults,
-    docker, ...) and the two proxies; everything started stops after the test."""
+@contextmanager
+def cloud_factory(azurite, may_fail=None):
+    """A function that starts an emulator (with any of start_batch_emulator's
+    options: faults, docker, ...) and the two proxies, each call a new set;
+    everything started stops when the `with` ends. `may_fail` limits which
+    blob requests a failure rate may fail."""
     started = []
 
-    def make(*, blob_failure_rate: float = 0.0, seed: int = 0, may_fail=None, **emulator_options) -> Cloud:
+    def make(*, blob_failure_rate: float = 0.0, seed: int = 0, **emulator_options) -> Cloud:
         emulator = start_batch_emulator(**emulator_options)
         blobs = start_proxy(f"http://{azurite.host}:{azurite.port}", failure_rate=blob_failure_rate, seed=seed, may_fail=may_fail)
         batch = start_proxy(emulator.endpoint)
         started.extend([batch, blobs, emulator])
         return Cloud(emulator, blobs, batch, azurite)
 
-    yield make
-    for server in started:
-        server.stop()
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def make_cloud(azurite):
+    with cloud_factory(azurite) as make:
+        yield make
 
 
 @pytest.fixture

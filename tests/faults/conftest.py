@@ -15,9 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.azure.conftest import Cloud, azurite  # noqa: F401  (the session's Azurite, reused here)
-from tests.support.proxy import start_proxy
-from tests.support.servers import start_batch_emulator
+from tests.azure.conftest import azurite, cloud_factory  # noqa: F401  (the session's Azurite, reused here)
 
 
 def pytest_configure(config):
@@ -34,18 +32,8 @@ def kit_request(method: str, url: str) -> bool:
 
 @pytest.fixture
 def make_cloud(azurite):  # noqa: F811
-    started = []
-
-    def make(*, blob_failure_rate: float = 0.0, seed: int = 0, **emulator_options) -> Cloud:
-        emulator = start_batch_emulator(**emulator_options)
-        blobs = start_proxy(f"http://{azurite.host}:{azurite.port}", failure_rate=blob_failure_rate, seed=seed, may_fail=kit_request)
-        batch = start_proxy(emulator.endpoint)
-        started.extend([batch, blobs, emulator])
-        return Cloud(emulator, blobs, batch, azurite)
-
-    yield make
-    for server in started:
-        server.stop()
+    with cloud_factory(azurite, may_fail=kit_request) as make:
+        yield make
 
 
 # What each task of these tests runs instead of worker.py (which tests/azure runs):
