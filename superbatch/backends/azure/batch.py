@@ -63,24 +63,12 @@ class BatchService:
             ),
             network_configuration=models.NetworkConfiguration(subnet_id=s.subnet_id) if s.subnet_id else None,
         )
-        try:
-            self.client.create_pool(pool)
-            return True
-        except ResourceExistsError:
-            return False
-        except Exception as error:
-            raise explain(error, f"creating pool {s.pool_id!r}") from None
+        return created_unless_exists(lambda: self.client.create_pool(pool), f"pool {s.pool_id!r}")
 
     def create_job(self, job_id: str) -> bool:
         """Create the run's job unless it exists (a resumed run); returns whether it was created."""
         job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id))
-        try:
-            self.client.create_job(job)
-            return True
-        except ResourceExistsError:
-            return False
-        except Exception as error:
-            raise explain(error, f"creating job {job_id!r}") from None
+        return created_unless_exists(lambda: self.client.create_job(job), f"job {job_id!r}")
 
     # The begin_* operations below send their request at once; we do not wait
     # for the service to finish terminating or deleting (minutes, in the cloud).
@@ -159,6 +147,17 @@ class BatchService:
         except Exception as error:
             return f"(stderr.txt unavailable: {type(error).__name__})"
         return data[-limit:].decode(errors="replace")
+
+
+def created_unless_exists(create, what: str) -> bool:
+    """Run a create call; False when it already exists (a resumed run, a shared pool)."""
+    try:
+        create()
+        return True
+    except ResourceExistsError:
+        return False
+    except Exception as error:
+        raise explain(error, f"creating {what}") from None
 
 
 def failure_text(info: Optional[models.BatchTaskExecutionInfo]) -> str:
