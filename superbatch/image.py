@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import SuperbatchError
+from .progress import say
 
 # What every task runs, in its working directory, in a container of the
 # worker image: the Dockerfile puts worker.py in /app. The docker backend and
@@ -23,6 +24,14 @@ from .errors import SuperbatchError
 TASK_COMMAND_LINE = "python /app/worker.py"
 
 BUILD_LOG_TAIL = 15  # lines of build output shown with a failure under --quiet
+
+
+def qualified_image(image: str, registry_server: str | None) -> str:
+    """The image name as a registry holds it: with the server in front, if one is set."""
+    server = (registry_server or "").strip().rstrip("/")
+    if server and not image.startswith(server + "/"):
+        return f"{server}/{image}"
+    return image
 
 
 def docker_client(max_pool_size: int = 10):
@@ -69,7 +78,7 @@ def build(kit_dir, name: str, base_image: str | None = None, quiet: bool = False
     if not (kit_dir / "Dockerfile").exists():
         raise SuperbatchError(f"--build: there is no Dockerfile in {kit_dir}")
     client = client or docker_client()
-    _say(quiet, f"building {name} from {kit_dir / 'Dockerfile'}" + (f" on {base_image}" if base_image else ""))
+    say(f"building {name} from {kit_dir / 'Dockerfile'}" + (f" on {base_image}" if base_image else ""), quiet)
 
     step, log, image_id = "", [], None
     try:
@@ -99,7 +108,7 @@ def build(kit_dir, name: str, base_image: str | None = None, quiet: bool = False
                 sys.stderr.flush()
     except APIError as error:  # refused before it started, e.g. a context the engine cannot read
         raise SuperbatchError(f"building {name} failed: {_first_line(error)}") from None
-    _say(quiet, f"built {name}")
+    say(f"built {name}", quiet)
     return image_id or client.api.inspect_image(name)["Id"]
 
 
@@ -135,10 +144,8 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
         raise SuperbatchError("--push: set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither (to use the engine's own login)")
     client = client or docker_client()
 
-    repository, tag = parse_repository_tag(name)
+    repository, tag = parse_repository_tag(qualified_image(name, server))
     tag = tag or "latest"
-    if not repository.startswith(server + "/"):
-        repository = f"{server}/{repository}"
     target = f"{repository}:{tag}"
     if not image_exists(client, name):
         raise SuperbatchError(f"--push: there is no image {name} here; add --build to build it")
@@ -159,7 +166,7 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
 
     client.api.tag(name, repository, tag)  # after the login: a refused one leaves no tag behind
 
-    _say(quiet, f"pushing {target}")
+    say(f"pushing {target}", quiet)
     shown = {}
     try:
         for message in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth_config):
@@ -169,16 +176,11 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
             # One line per layer and state, not the byte counts in between.
             if status and shown.get(layer) != status and status not in ("Pushing", "Waiting", "Preparing"):
                 shown[layer] = status
-                _say(quiet, f"  {layer + ': ' if layer else ''}{status}")
+                say(f"  {layer + ': ' if layer else ''}{status}", quiet)
     except APIError as error:
         raise SuperbatchError(f"pushing {target} failed: {_first_line(error)}") from None
-    _say(quiet, f"pushed {target}")
+    say(f"pushed {target}", quiet)
     return target
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(f"[superbatch] {text}", file=sys.stderr, flush=True)
 
 
 def _first_line(error) -> str:

@@ -89,6 +89,12 @@ class Progress:
         print(line, file=self.stream, flush=True)
 
 
+def say(text: str, quiet: bool = False) -> None:
+    """One line of news on stderr, unless --quiet."""
+    if not quiet:
+        print(f"[superbatch] {text}", file=sys.stderr, flush=True)
+
+
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:

@@ -5,9 +5,10 @@ These need no server: every case fails (or passes) on the settings alone.
 
 import pytest
 
-from superbatch.backends.azure.settings import AzureSettings, qualified_image
+from superbatch.backends.azure.settings import AzureSettings
 from superbatch.cli import build_parser
 from superbatch.errors import SuperbatchError
+from superbatch.image import qualified_image
 
 GOOD_ENV = {
     "BATCH_ACCOUNT_NAME": "mybatch",

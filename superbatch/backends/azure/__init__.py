@@ -24,6 +24,7 @@ from typing import Iterator, Optional, Sequence
 from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
 
 from ...errors import SuperbatchError, UsageError
+from ...progress import say
 from ...redact import redact
 from ..base import Backend, TaskEnd, TaskStates, tail
 from . import settings as settings_module
@@ -224,8 +225,7 @@ class AzureBackend(Backend):
         return bool(inputs) and all(self.run.is_home(index) for index in range(len(inputs.get("tasks", []))))
 
     def _say(self, message: str) -> None:
-        if not self.options.quiet:
-            print(f"[superbatch] {message}", file=sys.stderr, flush=True)
+        say(message, self.options.quiet)
 
 
 def task_id(run_name: str, index: int) -> str:

@@ -9,10 +9,10 @@ from typing import Mapping, Optional
 from urllib.parse import urlparse
 
 from ...errors import SuperbatchError
+from ...image import TASK_COMMAND_LINE, qualified_image  # no docker SDK import: image.py loads it lazily
 
 DEFAULT_VM_IMAGE = "microsoft-dsvm:ubuntu-hpc:2404"  # container-capable; see README (supported images)
 DEFAULT_NODE_AGENT = "batch.node.ubuntu 24.04"
-DEFAULT_TASK_COMMAND = "python /app/worker.py"  # the worker, where the Dockerfile puts it
 
 POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -31,7 +31,7 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--container", metavar="NAME", help="blob container for the run's inputs and outputs (default: superbatch-<run>)")
     group.add_argument("--sas-hours", type=float, default=48.0, metavar="H", help="lifetime of the SAS URLs handed to the tasks (default: %(default)s)")
     group.add_argument("--poll-interval", type=float, default=5.0, metavar="S", help="seconds between polls of the job (default: %(default)s)")
-    group.add_argument("--task-command", default=DEFAULT_TASK_COMMAND, help="command line each task runs in its working directory (default: %(default)r)")
+    group.add_argument("--task-command", default=TASK_COMMAND_LINE, help="command line each task runs in its working directory (default: %(default)r)")
     group.add_argument("--upload-threads", type=int, default=32, metavar="N", help="parallel blob uploads and Batch requests (default: %(default)s)")
     group.add_argument("--delete-job", action="store_true", help="delete the job once every output is home")
     group.add_argument("--delete-pool", action="store_true", help="delete the pool once every output is home")
@@ -159,8 +159,3 @@ def parse_connection_string(value: str) -> dict:
     return parts
 
 
-def qualified_image(image: str, registry_server: Optional[str]) -> str:
-    """The image name as nodes pull it: prefixed with the private registry, if one is set."""
-    if registry_server and not image.startswith(registry_server.rstrip("/") + "/"):
-        return f"{registry_server.rstrip('/')}/{image}"
-    return image

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
@@ -89,14 +89,13 @@ class BlobStore:
                 found[blob.name] = blob.metadata[HASH_KEY]
         return found
 
-    def upload_files(self, files: Iterable[tuple], on_uploaded: Callable[[], None] = lambda: None) -> int:
+    def upload_files(self, files: Iterable[tuple]) -> int:
         """Upload (blob name, local path, content hash) triples in parallel; returns the count."""
 
         def upload(item) -> None:
             name, path, digest = item
             with open(path, "rb") as data:
                 self.container.upload_blob(name, data, overwrite=True, metadata={HASH_KEY: digest})
-            on_uploaded()
 
         # At most a few uploads per thread are queued at once: pool.map would queue one
         # future per file up front, 34 MB for 20,000 files.
