@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kit import Kit
-from tests.support.servers import AZURITE_ACCOUNT, AZURITE_KEY, start_azurite, start_batch_emulator
+from tests.support.servers import kit_environment, start_azurite, start_batch_emulator
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLL = 5.0  # the kit's default --poll-interval
@@ -117,14 +117,7 @@ class Cloud:
 
     @property
     def env(self) -> dict:
-        return {
-            "BATCH_ACCOUNT_NAME": self.emulator.account,
-            "BATCH_ACCOUNT_KEY": self.emulator.key,
-            "BATCH_ACCOUNT_ENDPOINT": self.emulator.endpoint,
-            "STORAGE_ACCOUNT_CONNECTION_STRING": (
-                f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                f"BlobEndpoint={self.azurite.blob_endpoint};"),
-        }
+        return kit_environment(self.emulator.account, self.emulator.key, self.emulator.endpoint, self.azurite.blob_endpoint)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.proxy import Proxy, start_proxy
-from tests.support.servers import AZURITE_ACCOUNT, AZURITE_KEY, start_azurite, start_batch_emulator
+from tests.support.servers import AZURITE_ACCOUNT, kit_environment, start_azurite, start_batch_emulator
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +34,7 @@ class Cloud:
 
     @property
     def env(self) -> dict:
-        return {
-            "BATCH_ACCOUNT_NAME": self.emulator.account,
-            "BATCH_ACCOUNT_KEY": self.emulator.key,
-            "BATCH_ACCOUNT_ENDPOINT": self.batch.url,
-            "STORAGE_ACCOUNT_CONNECTION_STRING": (
-                f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-                f"BlobEndpoint={self.blobs.url}/{AZURITE_ACCOUNT};"),
-        }
+        return kit_environment(self.emulator.account, self.emulator.key, self.batch.url, f"{self.blobs.url}/{AZURITE_ACCOUNT}")
 
     def flags(self, kit, run: str, *more) -> list:
         return ["--backend", "azure", "--run", run, "--poll-interval", "0.2",

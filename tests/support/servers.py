@@ -123,6 +123,18 @@ def start_azurite(location: str | Path | None = None, host: str = "127.0.0.1",
     return handle
 
 
+def kit_environment(account: str, key: str, batch_endpoint: str, blob_endpoint: str) -> dict:
+    """The variables the kit's azure backend reads, for an emulator account at
+    batch_endpoint and Azurite's account at blob_endpoint (http://host:port/devstoreaccount1)."""
+    return {
+        "BATCH_ACCOUNT_NAME": account,
+        "BATCH_ACCOUNT_KEY": key,
+        "BATCH_ACCOUNT_ENDPOINT": batch_endpoint,
+        "STORAGE_ACCOUNT_CONNECTION_STRING": (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={blob_endpoint};"),
+    }
+
+
 def start_batch_emulator(**kwargs) -> EmulatorHandle:
     """The Batch emulator in this process on a free port (see batch_emulator.start_emulator).
 
