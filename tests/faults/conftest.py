@@ -8,7 +8,6 @@ of the kit's own blob requests.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +18,7 @@ from tests.azure.conftest import azurite, cloud_factory  # noqa: F401  (the sess
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "scale: a 20,000-task run (opt in with SUPERBATCH_SCALE=1)")
+    config.addinivalue_line("markers", "scale: the 20,000-task run (about 5 minutes; -m \"not scale\" leaves it out)")
 
 
 def kit_request(method: str, url: str) -> bool:
@@ -68,6 +67,3 @@ LOGGING_TASK = """
     def aggregate(results): return sum(results)
 """
 
-
-def scale_enabled() -> bool:
-    return os.environ.get("SUPERBATCH_SCALE", "") not in ("", "0")
