@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.kit import last_line
-from tests.support.servers import AZURITE_ACCOUNT, AZURITE_KEY, start_batch_emulator
+from tests.support.servers import kit_environment, start_batch_emulator
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(30 * 60)]
 
@@ -37,15 +37,7 @@ GROWTH_LIMIT_MB = 50
 def run_measured(kit, emulator, azurite, name: str, count: int, tmp_path) -> dict:
     """Run the controller on `count` tasks; its exit code, last line, seconds and peak RSS."""
     kit.write_task(IDENTITY_TASK.format(count=count))
-    env = {
-        **os.environ,
-        "BATCH_ACCOUNT_NAME": emulator.account,
-        "BATCH_ACCOUNT_KEY": emulator.key,
-        "BATCH_ACCOUNT_ENDPOINT": emulator.endpoint,
-        "STORAGE_ACCOUNT_CONNECTION_STRING": (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://{azurite.host}:{azurite.port}/{AZURITE_ACCOUNT};"),
-    }
+    env = {**os.environ, **kit_environment(emulator.account, emulator.key, emulator.endpoint, azurite.blob_endpoint)}
     summary = tmp_path / f"{name}.json"
     command = kit.command("--backend", "azure", "--run", name, "--poll-interval", "1", "--quiet",
                           "--dedicated-nodes", "4", "--task-slots", "8", "--task-command", "/bin/cp resource.pickle output.pickle",
