@@ -43,6 +43,38 @@ class Kit:
         return found
 
 
+# The for-loop the kit replaces, as its last line prints it: cli.py prints the
+# aggregate with print(). A fresh interpreter, so the task.py of the kit copy is
+# imported as a user would import it, untouched by this test process's imports.
+PLAIN_LOOP = """
+import pickle, sys
+import task
+config = task.global_config()
+results = [task.task(config, parameters) for parameters in task.parameters()]
+if len(sys.argv) > 1:
+    with open(sys.argv[1], "wb") as file:
+        pickle.dump(results, file)
+print(task.aggregate(results))
+"""
+
+
+def plain_loop(kit_path: Path, results_file: Path = None) -> str:
+    """What `task.aggregate([task.task(config, p) for p in task.parameters()])`
+    prints for the task.py in kit_path: the truth every backend must match.
+    With results_file, the list of results is also pickled there."""
+    extra = [str(results_file)] if results_file else []
+    done = subprocess.run([sys.executable, "-c", PLAIN_LOOP, *extra], cwd=kit_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"the plain loop failed: {done.stderr}"
+    return last_line(done.stdout)
+
+
+def plain_results(kit_path: Path, scratch: Path) -> list:
+    """The plain loop's task results, in task order."""
+    path = scratch / "plain-loop-results.pickle"
+    plain_loop(kit_path, path)
+    return joblib.load(path)
+
+
 def last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""

@@ -50,14 +50,38 @@ class AzureBackend(Backend):
         self.pool_exists = self.batch.check()
         self.store.check()
         self.state = self.run.backend_state(self.name)
-        generation = self.run.journal.get("generation", 0)
-        suffix = f"-g{generation}" if generation else ""
-        self.job_id = self.state.get("job_id") if self.state.get("generation", 0) == generation and self.state.get("job_id") else f"superbatch-{self.run.name}{suffix}"
-        self.prefix = f"{self.run.name}{suffix}/"
+        self._choose_job()
+        self.job_id = self.state.get("job_id") or self.job_id  # --cancel stops the job that was created
         self.ended_early: list = []  # tasks found completed when a resumed run reattached
         self.completed_seen = 0  # the job's completed-task count we have listed up to
         self.since = None  # the latest state transition among the completed tasks listed
         self.counts = None
+
+    def _choose_job(self) -> None:
+        """The job and blob prefix of the run's staging generation.
+
+        A task cannot change once added to a job (its inputs' SAS URLs, where
+        its output goes), so inputs restaged with --restage get a job and a
+        blob prefix of their own. Staging raises the generation after check(),
+        so submit() chooses again.
+        """
+        generation = self.run.journal.get("generation", 0)
+        suffix = f"-g{generation}" if generation else ""
+        self.job_id = f"superbatch-{self.run.name}{suffix}"
+        self.prefix = f"{self.run.name}{suffix}/"
+
+    def _leave_old_generation(self) -> None:
+        """After --restage: forget what the journal says of the old job, and end it."""
+        generation = self.run.journal.get("generation", 0)
+        if self.state.get("generation", 0) == generation:
+            return
+        old_job = self.state.get("job_id")
+        if old_job and old_job != self.job_id:
+            self._say(f"ending job {old_job}: its tasks were staged from the old task.py")
+            self.batch.terminate_job(old_job, "superbatch: the run was restaged")
+        for key in ("added", "uploaded"):
+            self.state.pop(key, None)
+        self._save_state(generation=generation, job_id=self.job_id)
 
     def _save_state(self, **changes) -> None:
         self.state.update(changes)
@@ -67,6 +91,8 @@ class AzureBackend(Backend):
 
     def submit(self, indices: Sequence[int]) -> None:
         self.pending = list(indices)
+        self._choose_job()
+        self._leave_old_generation()
         started = time.perf_counter()
         self._upload_inputs()
         self.phases["upload"] = round(time.perf_counter() - started, 4)
