@@ -11,9 +11,10 @@ first three; the defaults are its own):
 The `kit` fixture (tests/conftest.py) is a temporary copy of the kit,
 Dockerfile and .dockerignore included.
 
-Without an engine (or the base image, or the registry) the tests that need
-it are skipped with the reason; under CI=true they fail instead, because CI
-provides all three and a skip there would hide a broken set-up.
+What happens when one is missing is tests/support/needs.py's rule: without
+an engine or a registry the tests that need it are skipped with the reason,
+except under CI=true, where they fail; a missing base image or a registry
+that refuses the login is always a failure.
 
 An image-based task for other tests (the Batch emulator's container tasks):
 use `registry_image`, the worker image built from the repo's Dockerfile and
@@ -35,6 +36,7 @@ import pytest
 from superbatch.errors import SuperbatchError
 from superbatch.image import build, docker_client as make_docker_client, image_exists, push
 from tests.kit import Kit
+from tests.support.needs import Need, check_registry, missing
 
 BASE_IMAGE = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
 REGISTRY = os.environ.get("SUPERBATCH_TEST_REGISTRY", "127.0.0.1:5001")
@@ -46,18 +48,12 @@ REGISTRY_PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superba
 WORKER_IMAGE = "superbatch-worker-test:latest"
 
 
-def unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must provide it: .ci/setup-docker.sh)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def docker_client():
     try:
         client = make_docker_client(max_pool_size=16)
     except SuperbatchError as error:
-        unavailable(str(error))
+        missing(Need.ENGINE, str(error))
     yield client
     client.close()
 
@@ -65,7 +61,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def base_image(docker_client):
     if not image_exists(docker_client, BASE_IMAGE):
-        unavailable(f"the base image {BASE_IMAGE} is not in the Docker engine; .ci/setup-docker.sh builds it")
+        missing(Need.BASE_IMAGE, f"the base image {BASE_IMAGE} is not in the Docker engine")
     return BASE_IMAGE
 
 
@@ -104,15 +100,7 @@ class Registry:
 @pytest.fixture(scope="session")
 def registry(docker_client):
     """The local registry that stands in for Azure Container Registry."""
-    try:
-        urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=5)
-        answered = 200
-    except urllib.error.HTTPError as error:
-        answered = error.code
-    except OSError as error:
-        unavailable(f"no registry answers at {REGISTRY} ({error}); .ci/setup-docker.sh starts one")
-    if answered != 401:
-        unavailable(f"the registry at {REGISTRY} asks for no login (HTTP {answered}); the tests need one that does")
+    check_registry(REGISTRY, REGISTRY_USERNAME, REGISTRY_PASSWORD)
     return Registry(REGISTRY, REGISTRY_USERNAME, REGISTRY_PASSWORD)
 
 

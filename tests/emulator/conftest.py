@@ -16,6 +16,7 @@ import uuid
 import pytest
 from azure.batch import models as bm
 
+from tests.support.needs import Need, missing
 from tests.support.servers import azurite_command, start_azurite, start_batch_emulator
 
 PYTHON = shlex.quote(sys.executable)   # tasks run on this host, with this interpreter
@@ -102,6 +103,6 @@ def job(client, pool):
 @pytest.fixture(scope="session")
 def azurite():
     if azurite_command() is None:
-        pytest.skip("azurite-blob is not installed (npm install azurite@3 in the repository)")
+        missing(Need.AZURITE, "azurite-blob is not installed")
     with start_azurite() as storage:
         yield storage

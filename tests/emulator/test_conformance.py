@@ -4,7 +4,8 @@ Every operation the kit uses is replayed through the real SDK; each request
 body is validated against the body parameter's schema and each response body
 against the schema of its status code in BatchService.json (2025-06-01),
 loaded from ../shared/batch-api/ (or $BATCH_API_SPEC). The file is reference
-data that is not part of the project; without it this test is skipped.
+data that is not part of the project: without it this test fails under CI
+and is skipped outside it (tests/support/needs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from azure.core.exceptions import HttpResponseError
 
 from batch_emulator import odata
 from batch_emulator.server import new_key
+from tests.support.needs import Need, missing
 from tests.support.servers import start_batch_emulator
 
 from .conftest import pool_options, py, wait_job_done, wait_pool_steady
@@ -84,7 +86,7 @@ class Spec:
 @pytest.fixture(scope="module")
 def spec():
     if not SPEC_PATH.exists():
-        pytest.skip(f"the Batch REST API description is not at {SPEC_PATH} (set BATCH_API_SPEC to its path)")
+        missing(Need.API_DESCRIPTION, f"the Batch REST API description is not at {SPEC_PATH}")
     return Spec(SPEC_PATH)
 
 

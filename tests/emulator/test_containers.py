@@ -1,4 +1,8 @@
-"""Container tasks: run in their image when a Docker engine answers (skipped, with the reason, when none does).
+"""Container tasks: run in their image when a Docker engine answers.
+
+Without an engine or the registry these tests skip with the reason outside
+CI and fail under it; a missing image or a refused registry login always
+fails (tests/support/needs.py).
 
 The image is a local one with python3 in it: $SUPERBATCH_TEST_BASE_IMAGE
 (default superbatch-base:bookworm, which .ci/setup-docker.sh builds). The
@@ -16,6 +20,7 @@ import pytest
 from azure.batch import models as bm
 
 from batch_emulator.execution import Runner, _connect_docker
+from tests.support.needs import Need, check_registry, missing, refused
 from tests.support.servers import start_batch_emulator
 
 from .conftest import pool_options, wait_job_done, wait_pool_steady
@@ -30,7 +35,7 @@ REGISTRY_PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superba
 def docker_client():
     client, problem = _connect_docker()
     if client is None:
-        pytest.skip(f"no Docker engine answers ({problem})")
+        missing(Need.ENGINE, f"no Docker engine answers ({problem})")
     return client
 
 
@@ -41,7 +46,7 @@ def image(docker_client):
     try:
         docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"the image {BASE_IMAGE} (with python3) is not in the engine; .ci/setup-docker.sh builds it")
+        missing(Need.BASE_IMAGE, f"the image {BASE_IMAGE} (with python3) is not in the engine")
     return BASE_IMAGE
 
 
@@ -97,10 +102,11 @@ def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, im
 def test_private_registry_credentials_from_the_pool(docker_emulator, docker_client, image):
     import docker.errors
 
+    check_registry(REGISTRY, REGISTRY_USERNAME, REGISTRY_PASSWORD)
     try:
         docker_client.api.login(REGISTRY_USERNAME, REGISTRY_PASSWORD, registry=REGISTRY, reauth=True)
-    except (docker.errors.APIError, Exception) as e:
-        pytest.skip(f"no registry with a login at {REGISTRY} ({e})")
+    except docker.errors.APIError as e:
+        refused(f"the engine's login of {REGISTRY_USERNAME} at {REGISTRY}", e)
     name = f"{REGISTRY}/batch-emulator-test"
     tag = uuid.uuid4().hex[:8]
     docker_client.images.get(image).tag(name, tag)
