@@ -17,6 +17,10 @@
 #
 #     eval "$(bash .ci/setup-docker.sh)"
 #
+# Debian packages come from the mirror this machine's apt already uses (its
+# apt sources), so no mirror is named here; `bash .ci/setup-docker.sh
+# --mirror` prints the one it finds.
+#
 # The registry's password is not among them: it is the fixed, published test
 # password below (like Azurite's well-known key), for a registry that listens
 # on loopback only, and tests/docker/conftest.py has the same default. Set
@@ -29,7 +33,63 @@ REGISTRY_USER=${SUPERBATCH_TEST_REGISTRY_USERNAME:-superbatch}
 REGISTRY_PASSWORD=${SUPERBATCH_TEST_REGISTRY_PASSWORD:-superbatch-test-only}
 STATE_DIR=${SUPERBATCH_CI_STATE:-/var/lib/superbatch-ci}  # registry data, logs
 
+SUITE=bookworm
+
 log() { echo "[setup-docker] $*" >&2; }
+
+# The URI of this machine's apt source for Debian $1: a deb822 stanza
+# (/etc/apt/sources.list.d/*.sources: Types, URIs, Suites, Enabled) or a
+# one-line `deb [options] URI suite components` entry (sources.list, *.list).
+# A source that lists the suite itself wins; else one of a main archive (a
+# suite without a dash: not -security, -updates), since a Debian mirror
+# carries every release. Prints nothing when there is none.
+debian_mirror() {
+    local files=()
+    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$f" ] && files+=("$f")
+    done
+    [ ${#files[@]} -gt 0 ] || return 0
+    awk -v want="$1" '
+        function consider(type, uri, suites,    n, i, s) {
+            if (type != "deb" || uri !~ /^(https?|ftp|file):/) return
+            n = split(suites, s, " ")
+            for (i = 1; i <= n; i++) {
+                if (s[i] == want && exact == "") exact = uri
+                if (s[i] !~ /-/ && plain == "") plain = uri
+            }
+        }
+        function flush(    n, t, u, i) {
+            if (enabled != "no" && uris != "") {
+                n = split(types, t, " "); split(uris, u, " ")
+                for (i = 1; i <= n; i++) consider(t[i], u[1], suites)
+            }
+            types = uris = suites = enabled = field = ""
+        }
+        FNR == 1 { flush() }
+        FILENAME ~ /\.sources$/ {
+            if ($0 ~ /^[ \t]*#/) next
+            if ($0 ~ /^[ \t]*$/) { flush(); next }
+            if ($0 ~ /^[ \t]/) { value = $0 }                     # a continuation line
+            else { field = tolower($0); sub(/:.*/, "", field); value = $0; sub(/^[^:]*:/, "", value) }
+            if (field == "types") types = types " " value
+            else if (field == "uris") uris = uris " " value
+            else if (field == "suites") suites = suites " " value
+            else if (field == "enabled") { enabled = tolower(value); gsub(/[ \t]/, "", enabled) }
+            next
+        }
+        {   # one-line format; options in brackets may hold spaces
+            line = $0; sub(/#.*/, "", line); gsub(/\[[^]]*\]/, " ", line)
+            n = split(line, w, " ")
+            if (n >= 3) consider(w[1], w[2], w[3])
+        }
+        END { flush(); if (exact != "") print exact; else if (plain != "") print plain }
+    ' "${files[@]}"
+}
+
+if [ "${1:-}" = "--mirror" ]; then
+    debian_mirror "$SUITE"
+    exit 0
+fi
 
 apt_updated=""
 apt_install() {
@@ -74,12 +134,18 @@ fi
 if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     log "base image $BASE_IMAGE: already there"
 else
+    mirror=$(debian_mirror "$SUITE")
+    if [ -z "$mirror" ]; then
+        log "no Debian mirror in this machine's apt sources (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list);"
+        log "debootstrap needs one to build $BASE_IMAGE: add a 'deb' source for Debian and run again"
+        exit 1
+    fi
     command -v debootstrap >/dev/null || apt_install debootstrap
     rootfs=$(mktemp -d /tmp/superbatch-rootfs.XXXXXX)
     trap 'rm -rf "$rootfs"' EXIT
-    log "building $BASE_IMAGE with debootstrap (one to four minutes, as fast as the Debian mirror)"
+    log "building $BASE_IMAGE with debootstrap from $mirror (one to four minutes, as fast as the mirror)"
     debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates \
-        bookworm "$rootfs" http://deb.debian.org/debian >"$STATE_DIR/debootstrap.log" 2>&1 \
+        "$SUITE" "$rootfs" "$mirror" >"$STATE_DIR/debootstrap.log" 2>&1 \
         || { tail -n 20 "$STATE_DIR/debootstrap.log" >&2; exit 1; }
     # Inside a build, TLS to the package registry verifies only against this
     # machine's own CA bundle.
