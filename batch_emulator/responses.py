@@ -3,8 +3,9 @@
 ``BatchResponses.endpoint`` wraps each operation handler with what every
 Batch request goes through, in the service's order: count it, check the
 api-version and the SharedKey signature, maybe inject a fault, run the
-handler, and turn a ``BatchError`` into Batch's error body. Handlers are
-small: parse the request, call the backend, shape the answer.
+handler, and turn a ``BatchError`` into Batch's error body. The handlers,
+one module per resource under ``handlers/``, are small: parse the request,
+call the backend, shape the answer.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import stat
 import traceback
 import urllib.parse
 import uuid
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import exceptions as exc
 from . import odata
-from .models import API_VERSION, BatchBackend, http_date, iso, now_us
+from .handlers.files import FileHandlers
+from .handlers.jobs import JobHandlers
+from .handlers.pools import PoolHandlers
+from .handlers.tasks import TaskHandlers
+from .models import BatchBackend
+from .state.common import API_VERSION, http_date, iso, now_us
 
 log = logging.getLogger("batch_emulator")
 
@@ -58,14 +61,12 @@ def sign(key: str, text: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-class BatchResponses:
+class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers):
     def __init__(self, backend: BatchBackend, account: str, key: str):
         self.backend = backend
         self.account = account
         self.key = key
         base64.b64decode(key, validate=True)  # a bad key fails at start, not per request
-
-    # -- the wrapper every Batch operation goes through --
 
     def endpoint(self, operation: str, handler):
         async def run(request: Request) -> Response:
@@ -126,8 +127,6 @@ class BatchResponses:
             raise exc.AuthenticationFailed(values={
                 "AuthenticationErrorDetail": "The MAC signature found in the HTTP request is not the same "
                                              "as any computed signature."})
-
-    # -- response helpers --
 
     def _base(self) -> str:
         return self.backend.base_url
@@ -198,265 +197,8 @@ class BatchResponses:
                                       f"&$skiptoken={token}")
         return self.json(request, body)
 
-    # -- pools -------------------------------------------------------------------------
-
-    def create_pool(self, request, body):
-        pool = self.backend.create_pool(self.parse_json(body))
-        return self.empty(request, 201, etag=pool.etag, modified=pool.modified,
-                          data_service_id=f"{self._base()}/pools/{pool.id}")
-
-    def list_pools(self, request, body):
-        pools = sorted(self.backend.list_pools(), key=lambda p: p.seq)
-        return self.page(request, pools, _fields("pool"), self.backend.pool_json, "pools")
-
-    def get_pool(self, request, body):
-        with self.backend.lock:
-            pool = self.backend.get_pool(request.path_params["poolId"])
-            out = odata.select(self.backend.pool_json(pool), odata.parse_select(request.query_params.get("$select")))
-        out["odata.metadata"] = f"{self._base()}/$metadata#pools/@Element"
-        return self.json(request, out, etag=pool.etag, modified=pool.modified)
-
-    def pool_exists(self, request, body):
-        pool = self.backend.get_pool(request.path_params["poolId"])
-        return self.empty(request, 200, etag=pool.etag, modified=pool.modified)
-
-    def delete_pool(self, request, body):
-        self.backend.delete_pool(request.path_params["poolId"])
-        return self.empty(request, 202)
-
-    def resize_pool(self, request, body):
-        self.backend.resize_pool(request.path_params["poolId"], self.parse_json(body))
-        pool = self.backend.get_pool(request.path_params["poolId"])
-        return self.empty(request, 202, etag=pool.etag, modified=pool.modified,
-                          data_service_id=f"{self._base()}/pools/{pool.id}/resize")
-
-    def list_nodes(self, request, body):
-        nodes = self.backend.list_nodes(request.path_params["poolId"])
-        return self.page(request, _Seq.wrap(nodes), _fields("node", wrapped=True),
-                         lambda w: self.backend.node_json(w.item), "nodes")
-
-    def get_node(self, request, body):
-        with self.backend.lock:
-            node = self.backend.get_node(request.path_params["poolId"], request.path_params["nodeId"])
-            out = self.backend.node_json(node)
-        out["odata.metadata"] = f"{self._base()}/$metadata#nodes/@Element"
-        return self.json(request, out)
-
-    # -- jobs --------------------------------------------------------------------------
-
-    def create_job(self, request, body):
-        job = self.backend.create_job(self.parse_json(body))
-        return self.empty(request, 201, etag=job.etag, modified=job.modified,
-                          data_service_id=f"{self._base()}/jobs/{job.id}")
-
-    def list_jobs(self, request, body):
-        jobs = sorted(self.backend.list_jobs(), key=lambda j: j.seq)
-        return self.page(request, jobs, _fields("job"), self.backend.job_json, "jobs")
-
-    def get_job(self, request, body):
-        with self.backend.lock:
-            job = self.backend.get_job(request.path_params["jobId"])
-            out = odata.select(self.backend.job_json(job), odata.parse_select(request.query_params.get("$select")))
-        out["odata.metadata"] = f"{self._base()}/$metadata#jobs/@Element"
-        return self.json(request, out, etag=job.etag, modified=job.modified)
-
-    def update_job(self, request, body):
-        job = self.backend.update_job(request.path_params["jobId"], self.parse_json(body))
-        return self.empty(request, 200, etag=job.etag, modified=job.modified,
-                          data_service_id=f"{self._base()}/jobs/{job.id}")
-
-    def terminate_job(self, request, body):
-        self.backend.terminate_job(request.path_params["jobId"], self.parse_json(body))
-        job = self.backend.get_job(request.path_params["jobId"])
-        return self.empty(request, 202, etag=job.etag, modified=job.modified,
-                          data_service_id=f"{self._base()}/jobs/{job.id}/terminate")
-
-    def delete_job(self, request, body):
-        self.backend.delete_job(request.path_params["jobId"])
-        return self.empty(request, 202)
-
-    def task_counts(self, request, body):
-        counts = self.backend.task_counts(request.path_params["jobId"])
-        counts["odata.metadata"] = f"{self._base()}/$metadata#taskcounts/@Element"
-        return self.json(request, counts)
-
-    # -- tasks -------------------------------------------------------------------------
-
-    def create_task(self, request, body):
-        job_id = request.path_params["jobId"]
-        task = self.backend.add_task(job_id, self.parse_json(body))
-        return self.empty(request, 201, etag=task.etag, modified=task.modified,
-                          data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}")
-
-    def create_task_collection(self, request, body):
-        from .schemas import MAX_COLLECTION_BODY_BYTES
-
-        if len(body) > MAX_COLLECTION_BODY_BYTES:
-            raise exc.RequestBodyTooLarge(values={
-                "Reason": f"The body holds {len(body)} bytes; at most {MAX_COLLECTION_BODY_BYTES} are allowed."})
-        job_id = request.path_params["jobId"]
-        results = self.backend.add_task_collection(job_id, self.parse_json(body))
-        out = []
-        for r in results:
-            if r["status"] == "success":
-                task = r["task"]
-                out.append({"status": "success", "taskId": task.id, "eTag": task.etag,
-                            "lastModified": iso(task.modified),
-                            "location": f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}"})
-            else:
-                e = r["error"]
-                out.append({"status": r["status"], "taskId": r["taskId"],
-                            "error": {"code": e.code, "message": {"lang": "en-US", "value": e.message},
-                                      **({"values": [{"key": k, "value": v} for k, v in e.values.items()]}
-                                         if e.values else {})}})
-        return self.json(request, {"odata.metadata": f"{self._base()}/$metadata#taskaddresult", "value": out})
-
-    def list_tasks(self, request, body):
-        tasks = self.backend.list_tasks(request.path_params["jobId"])   # creation order
-        return self.page(request, tasks, _fields("task"), self.backend.task_json, "tasks")
-
-    def get_task(self, request, body):
-        with self.backend.lock:
-            task = self.backend.get_task(request.path_params["jobId"], request.path_params["taskId"])
-            out = odata.select(self.backend.task_json(task), odata.parse_select(request.query_params.get("$select")))
-        out["odata.metadata"] = f"{self._base()}/$metadata#tasks/@Element"
-        return self.json(request, out, etag=task.etag, modified=task.modified,
-                         data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}")
-
-    def terminate_task(self, request, body):
-        self.backend.terminate_task(request.path_params["jobId"], request.path_params["taskId"])
-        task = self.backend.get_task(request.path_params["jobId"], request.path_params["taskId"])
-        return self.empty(request, 204, etag=task.etag, modified=task.modified,
-                          data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}/terminate")
-
-    def reactivate_task(self, request, body):
-        task = self.backend.reactivate_task(request.path_params["jobId"], request.path_params["taskId"])
-        return self.empty(request, 204, etag=task.etag, modified=task.modified,
-                          data_service_id=f"{self._base()}/jobs/{task.job.id}/tasks/{task.id}/reactivate")
-
-    def delete_task(self, request, body):
-        self.backend.delete_task(request.path_params["jobId"], request.path_params["taskId"])
-        return self.empty(request, 200)
-
-    # -- task files --------------------------------------------------------------------
-
-    def list_task_files(self, request, body):
-        job_id, task_id = request.path_params["jobId"], request.path_params["taskId"]
-        root = self.backend.task_dir(job_id, task_id)
-        recursive = request.query_params.get("recursive", "").lower() == "true"
-        base = f"{self._base()}/jobs/{job_id}/tasks/{task_id}/files/"
-        entries = []
-        for i, path in enumerate(_walk(root, recursive), start=1):
-            entries.append(_FileEntry(i, path, path.relative_to(root).as_posix()))
-        return self.page(request, entries, {"name": lambda f: f.name},
-                         lambda f: _file_json(f, base), "files")
-
-    def _task_file(self, request) -> tuple[Path, os.stat_result]:
-        job_id, task_id = request.path_params["jobId"], request.path_params["taskId"]
-        root = self.backend.task_dir(job_id, task_id)
-        rel = request.path_params["filePath"]
-        path = (root / rel).resolve()
-        if path != root.resolve() and root.resolve() not in path.parents:
-            raise exc.FileNotFound()
-        try:
-            st = path.stat()
-        except OSError:
-            raise exc.FileNotFound() from None
-        return path, st
-
-    def _file_headers(self, request, path: Path, st: os.stat_result) -> dict:
-        headers = self._headers(request, etag=f"0x{int(st.st_mtime_ns):X}", modified=st.st_mtime_ns // 1000)
-        rel = request.path_params["filePath"]
-        headers.update({
-            "ocp-creation-time": http_date(st.st_ctime_ns // 1000),
-            "ocp-batch-file-isdirectory": "true" if stat.S_ISDIR(st.st_mode) else "false",
-            "ocp-batch-file-url": f"{self._base()}/jobs/{request.path_params['jobId']}/tasks/"
-                                  f"{request.path_params['taskId']}/files/{urllib.parse.quote(rel)}",
-            "ocp-batch-file-mode": f"{stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode):o}",
-        })
-        return headers
-
-    def get_task_file(self, request, body):
-        path, st = self._task_file(request)
-        if stat.S_ISDIR(st.st_mode):
-            raise exc.FileNotFound(message="The path names a directory, not a file.")
-        headers = self._file_headers(request, path, st)
-        start, end = 0, st.st_size - 1
-        wanted = request.headers.get("ocp-range")
-        if wanted and wanted.startswith("bytes="):
-            lo, _, hi = wanted[6:].partition("-")
-            start = int(lo) if lo else 0
-            end = min(int(hi), end) if hi else end
-        with open(path, "rb") as f:   # task logs are small; a range keeps big files cheap
-            f.seek(start)
-            data = f.read(max(0, end - start + 1))
-        return Response(data, status_code=200, media_type="application/octet-stream", headers=headers)
-
-    def get_task_file_properties(self, request, body):
-        path, st = self._task_file(request)
-        headers = self._file_headers(request, path, st)
-        headers["Content-Length"] = str(0 if stat.S_ISDIR(st.st_mode) else st.st_size)
-        return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-
-    # -- outside the Batch API --
-
     async def stats(self, request: Request) -> Response:
         if request.method == "DELETE":
             self.backend.stats.reset()
             return Response(b"", status_code=204)
         return Response(json.dumps(self.backend.stats.snapshot(), indent=1), media_type="application/json")
-
-
-class _Seq:
-    """Gives nodes a list position to page by (they have no creation sequence)."""
-    __slots__ = ("seq", "item")
-
-    def __init__(self, seq, item):
-        self.seq, self.item = seq, item
-
-    @classmethod
-    def wrap(cls, items):
-        return [cls(i, item) for i, item in enumerate(items, start=1)]
-
-
-class _FileEntry:
-    __slots__ = ("seq", "path", "name")
-
-    def __init__(self, seq, path, name):
-        self.seq, self.path, self.name = seq, path, name
-
-
-def _walk(root: Path, recursive: bool):
-    if not recursive:
-        yield from sorted(root.iterdir())
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            yield Path(dirpath) / name
-
-
-def _file_json(entry: _FileEntry, base: str) -> dict:
-    try:
-        st = entry.path.stat()
-    except OSError:
-        st = None
-    is_dir = st is not None and stat.S_ISDIR(st.st_mode)
-    body = {"name": entry.name, "url": base + urllib.parse.quote(entry.name), "isDirectory": is_dir}
-    if st is not None:
-        body["properties"] = {
-            "creationTime": iso(st.st_ctime_ns // 1000), "lastModified": iso(st.st_mtime_ns // 1000),
-            "contentLength": str(0 if is_dir else st.st_size), "contentType": "application/octet-stream",
-            "fileMode": f"{stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode):o}",
-        }
-    return body
-
-
-def _fields(kind: str, wrapped: bool = False) -> dict:
-    from . import models
-
-    table = {"pool": models.POOL_FIELDS, "job": models.JOB_FIELDS, "task": models.TASK_FIELDS,
-             "node": models.NODE_FIELDS}[kind]
-    if wrapped:
-        return {name: (lambda get: lambda w: get(w.item))(get) for name, get in table.items()}
-    return table

@@ -1,0 +1,1 @@
+"""The service's state, one module per resource; models.BatchBackend puts them together."""
