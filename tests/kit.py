@@ -63,7 +63,7 @@ def plain_loop(kit_path: Path, results_file: Path = None) -> str:
     prints for the task.py in kit_path: the truth every backend must match.
     With results_file, the list of results is also pickled there."""
     extra = [str(results_file)] if results_file else []
-    done = subprocess.run([sys.executable, "-c", PLAIN_LOOP, *extra], cwd=kit_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-B", "-c", PLAIN_LOOP, *extra], cwd=kit_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"the plain loop failed: {done.stderr}"
     return last_line(done.stdout)
 

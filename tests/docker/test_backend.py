@@ -6,7 +6,7 @@ import subprocess
 import time
 import uuid
 
-from tests.kit import last_line
+from tests.kit import last_line, plain_loop, plain_results
 
 FAILING_TASK = """
     import sys
@@ -78,14 +78,12 @@ def containers_of(client, run: str) -> list:
     return client.containers.list(all=True, filters={"label": f"superbatch.run={run}"})
 
 
-def test_docker_backend_prints_the_local_backends_aggregate(kit, docker_client, worker_image):
-    local = kit.run("--run", "on-host", "--quiet")
-    assert local.returncode == 0, local.stderr
+def test_docker_backend_prints_the_plain_loops_aggregate(kit, docker_client, worker_image, tmp_path):
     run = unique_run("in-docker")
     docker = kit.run("--backend", "docker", "--image", worker_image, "--run", run, "--workers", "2", "--quiet")
     assert docker.returncode == 0, docker.stderr
-    assert last_line(docker.stdout) == last_line(local.stdout)
-    assert kit.outputs(run) == kit.outputs("on-host")
+    assert last_line(docker.stdout) == plain_loop(kit.path)
+    assert kit.outputs(run) == dict(enumerate(plain_results(kit.path, tmp_path)))
 
     assert containers_of(docker_client, run) == []  # removed after
     run_dir = kit.run_dir(run)

@@ -1,12 +1,12 @@
 """The whole cloud path in containers: build the worker image, push it to a
 registry that needs a login, then `--backend azure` on Azurite and the Batch
 emulator, which pulls the image from that registry with the pool's
-credentials and runs every task in it. Same aggregate as the local backend."""
+credentials and runs every task in it. Same aggregate as the plain loop."""
 
 import pytest
 
 from tests.azure.conftest import azurite, make_cloud  # noqa: F401  (fixtures)
-from tests.kit import last_line
+from tests.kit import last_line, plain_loop
 from tests.test_local import MIXED_TASK
 
 IMAGE = "superbatch-mission:test"
@@ -20,8 +20,8 @@ def container_cloud(make_cloud, docker_client):
 def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, container_cloud, registry, base_image, docker_client):
     kit.write_task(MIXED_TASK)
     image = f"{registry.server}/{IMAGE}"
-    local = kit.run("--run", "local", "--build", "--base-image", base_image, "--push", "--image", image, env=registry.env())
-    assert local.returncode == 0, local.stderr
+    pushed = kit.run("--run", "build-and-push", "--build", "--base-image", base_image, "--push", "--image", image, env=registry.env())
+    assert pushed.returncode == 0, pushed.stderr
     assert "test" in registry.tags("superbatch-mission")
 
     docker_client.images.remove(image, force=True)  # so the emulator must pull it
@@ -29,7 +29,7 @@ def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, containe
     flags = ["--backend", "azure", "--run", "mission", "--image", image, "--poll-interval", "0.2"]  # default task command: the worker in the image
     done = kit.run(*flags, env={**cloud.env, **registry.env()}, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert last_line(done.stdout) == last_line(local.stdout)
+    assert last_line(done.stdout) == plain_loop(kit.path)
 
     docker_client.images.get(image)  # pulled back from the registry
     tasks = cloud.job_tasks("superbatch-mission")
