@@ -10,7 +10,8 @@ exactly.
 The task life cycle follows the service: ``active`` (queued) → ``preparing``
 (assigned to a node slot) → ``running`` → ``completed``, with retries on a
 non-zero exit code (back to ``active``, ``retryCount`` up) and requeues when a
-node is preempted or removed (back to ``active``, ``requeueCount`` up).
+node is removed (back to ``active``, ``requeueCount`` up) or preempted (back to
+``active``, neither count up).
 
 Each resource has its own module under ``state/`` (its entity, its
 operations, how the service shows it); ``BatchBackend`` puts them together

@@ -150,7 +150,7 @@ class SchedulingMixin:
         if task.state == "deleted" or reason in ("delete", "shutdown"):
             pass
         elif reason in ("preempt", "requeue"):
-            self._requeue(task, retry=False)
+            self._requeue(task, retry=False, counted=reason == "requeue")
         elif reason == "terminate":
             self._complete(task, "failure", exit_code=outcome.exit_code, failure=execution.failure(
                 "TaskEnded", "The task was terminated by a request."))

@@ -194,12 +194,15 @@ class TasksMixin:
         self.stats.task("succeeded" if result == "success" else "failed")
         self._check_job_done(task.job)
 
-    def _requeue(self, task: Task, retry: bool) -> None:
+    def _requeue(self, task: Task, retry: bool, counted: bool = True) -> None:
+        """Back to active. `counted=False` is a recovery (a preempted node): the REST
+        description counts in requeueCount only requeues a user asked for (a pool
+        shrunk, a job disabled), and recovery retries not in retryCount."""
         us = now_us()
         if retry:
             task.retry_count += 1
             task.last_retry = us
-        else:
+        elif counted:
             task.requeue_count += 1
             task.last_requeue = us
         self._transition(task, "active")

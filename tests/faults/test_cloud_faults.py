@@ -7,11 +7,11 @@ import json
 import time
 
 from tests.faults.conftest import LOGGING_TASK, TASK_COMMAND
-from tests.kit import last_line
+from tests.kit import last_line, plain_loop
 
 COUNT = 200
 
-EXPECTED = str(sum(i * 3 for i in range(COUNT)))  # what a fault-free run prints
+EXPECTED = str(sum(i * 3 for i in range(COUNT)))  # what the plain loop of LOGGING_TASK prints
 
 
 def runs_per_task(log) -> collections.Counter:
@@ -22,10 +22,8 @@ def test_batch_5xx_429_and_blob_failures_change_nothing(kit, make_cloud, tmp_pat
     cloud = make_cloud(faults="transient=0.1,throttle=0.05,seed=7", blob_failure_rate=0.05, seed=11)
     log = tmp_path / "ran.log"
     kit.write_task(LOGGING_TASK.format(log=str(log), count=COUNT, sleep=0))
-    local = kit.run("--run", "local")  # the fault-free aggregate
-    assert local.returncode == 0, local.stderr
-    assert last_line(local.stdout) == EXPECTED
-    log.unlink()
+    assert plain_loop(kit.path) == EXPECTED
+    log.unlink()  # the plain loop logged its runs too
 
     started = time.monotonic()
     done = cloud.run(kit, "faulty", "--dedicated-nodes", "4", "--task-slots", "4", "--task-command", TASK_COMMAND,
@@ -48,8 +46,9 @@ def test_batch_5xx_429_and_blob_failures_change_nothing(kit, make_cloud, tmp_pat
     faults = cloud.emulator.stats()["faults"]
     assert faults.get("transient-before", 0) >= 3 and faults.get("transient-after", 0) >= 3, faults
     assert faults.get("throttle", 0) >= 2, faults
-    operations = cloud.emulator.stats()["requests"]["byOperation"]
-    assert any(str(status) in ("500", "503") for status in operations["Tasks_CreateTaskCollection"]), operations["Tasks_CreateTaskCollection"]
+    # ... and reached the kit: the proxy saw that many answers that were not 2xx, some to task collections.
+    assert sum(cloud.batch.arrivals.values()) - sum(cloud.batch.done.values()) >= sum(faults.values()), faults
+    assert sum(cloud.batch.arrived("POST", "/addtaskcollection").values()) > cloud.batch.count("POST", "/addtaskcollection")
     assert cloud.blobs.failed >= 10, cloud.blobs.failed
     phases = json.loads((tmp_path / "summary.json").read_text())["phases"]
     print(f"faulty run: {time.monotonic() - started:.1f} s {phases}, emulator faults {faults}, blob requests failed {cloud.blobs.failed}")
@@ -66,15 +65,13 @@ def test_preempted_spot_nodes_lose_no_task(kit, make_cloud, tmp_path):
 
     stats = cloud.emulator.stats()
     assert stats["faults"].get("preempt", 0) >= 0.2 * COUNT, stats["faults"]
-    assert stats["tasks"]["requeued"] == stats["faults"]["preempt"]
-    # Every task completed, once, in a job of exactly COUNT tasks; the requeued ones ran again.
+    # Every task completed, once, in a job of exactly COUNT tasks; the preempted ones ran again
+    # (the side-effect log, not the emulator's counters, says how often each ran).
     tasks = cloud.job_tasks("superbatch-spot")
     assert len(tasks) == COUNT and {task.id for task in tasks} == {f"spot-{i}" for i in range(COUNT)}
     assert all(task.state == "completed" and task.execution_info.result == "success" for task in tasks)
-    requeued = [task for task in tasks if task.execution_info.requeue_count]
-    assert requeued
     assert set(runs_per_task(log)) == set(range(COUNT))
-    assert sum(runs_per_task(log).values()) <= COUNT + stats["faults"]["preempt"]
+    assert COUNT < sum(runs_per_task(log).values()) <= COUNT + stats["faults"]["preempt"]
     # Outputs of a run cut short are not uploaded: each output came home once.
     assert all(n == 1 for n in cloud.blobs.by_path("GET", "_output.pickle").values())
     assert len(cloud.blobs.by_path("GET", "_output.pickle")) == COUNT
