@@ -15,6 +15,7 @@ import joblib
 from .backends import Backend, TaskEnd, backend_class
 from .errors import SuperbatchError
 from .progress import Progress
+from .redact import redact
 from .runs import RunFolder
 from .staging import Stager
 from .taskdef import TaskDefinition, load_task_definition
@@ -149,7 +150,8 @@ def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary
             if error is None:
                 _record(summary, progress, TaskEnd(index, True))
             else:
-                _record(summary, progress, TaskEnd(index, False, None, failure_info=f"its output could not be fetched: {error}"))
+                # the storage SDK's message may quote the service's answer, secrets included
+                _record(summary, progress, TaskEnd(index, False, None, failure_info=redact(f"its output could not be fetched: {error}")))
 
     backend.submit(pending)
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch") as fetchers:
