@@ -25,6 +25,10 @@ def main(argv=None) -> int:
     p.add_argument("--node-startup-delay", type=float, default=0.05, metavar="S")
     p.add_argument("--preempt-recovery", type=float, default=None, metavar="S",
                    help="how long a preempted node stays away (default: max(0.2, start-up delay))")
+    p.add_argument("--quota", default=None, metavar="SPEC",
+                   help="account quotas, any subset of dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N")
+    p.add_argument("--allocation", choices=("ok", "fail", "timeout"), default="ok",
+                   help="node allocation: ok, fail (AllocationFailed), timeout (AllocationTimedout after resizeTimeout)")
     p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -33,7 +37,8 @@ def main(argv=None) -> int:
     try:
         app, backend = build(args.account, key, docker=args.docker, faults=args.faults,
                              node_startup_delay=args.node_startup_delay, workdir=args.workdir,
-                             preempt_recovery=args.preempt_recovery)
+                             preempt_recovery=args.preempt_recovery, quota=args.quota,
+                             allocation=args.allocation)
     except (ValueError, RuntimeError) as e:
         print(f"batch_emulator: {e}", file=sys.stderr)
         return 2

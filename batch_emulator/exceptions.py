@@ -77,6 +77,10 @@ JobBeingTerminated = _error("JobBeingTerminated", 409, "The specified job is bei
 TaskCompleted = _error("TaskCompleted", 409, "The specified task is already in a completed state.")
 TaskNotCompleted = _error("TaskNotCompleted", 409, "Only a completed task can be reactivated.")
 TaskSucceeded = _error("TaskCompletedSuccessfully", 409, "A task that succeeded cannot be reactivated.")
+# "Batch Status and Error Codes" (learn.microsoft.com/rest/api/batchservice/batch-status-and-error-codes)
+PoolQuotaReached = _error("PoolQuotaReached", 409, "Pool quota for the account has been reached.")
+ActiveJobAndScheduleQuotaReached = _error(
+    "ActiveJobAndScheduleQuotaReached", 409, "Active job and schedule quota for the account has been reached.")
 PoolNotSteady = _error("PoolNotSteady", 409, "The specified pool is not in a steady allocation state.")
 # 412
 ConditionNotMet = _error("ConditionNotMet", 412, "The condition specified using HTTP conditional header(s) is not met.")

@@ -27,6 +27,7 @@ from pathlib import Path
 from . import exceptions as exc
 from . import execution
 from .faults import FaultPlan
+from .state.account import AccountMixin, Quotas, parse_allocation
 from .state.common import Clock, Stats
 from .state.jobs import Job, JobsMixin
 from .state.pools import Pool, PoolsMixin
@@ -34,11 +35,13 @@ from .state.scheduling import SchedulingMixin
 from .state.tasks import Task, TasksMixin
 
 
-class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin):
+class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMixin):
     def __init__(self, account: str, workdir: Path, runner: execution.Runner,
                  faults: FaultPlan | None = None, node_startup_delay: float = 0.05,
-                 preempt_recovery: float | None = None):
+                 preempt_recovery: float | None = None, quota=None, allocation: str | None = None):
         self.account = account
+        self.quotas = Quotas.parse(quota)
+        self.allocation = parse_allocation(allocation)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.runner = runner

@@ -28,6 +28,7 @@ import uvicorn
 from .execution import Runner
 from .faults import FaultPlan
 from .models import BatchBackend, default_workdir
+from .state.account import Quotas, parse_allocation
 from .responses import BatchResponses
 from .urls import build_app
 
@@ -40,12 +41,14 @@ def new_key() -> str:
 
 def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPlan | None = None,
           node_startup_delay: float = 0.05, workdir: str | Path | None = None,
-          preempt_recovery: float | None = None):
+          preempt_recovery: float | None = None, quota: str | dict | None = None,
+          allocation: str = "ok"):
     """The ASGI app and its backend, not yet listening."""
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
+    quota, allocation = Quotas.parse(quota), parse_allocation(allocation)   # refuse before any temp dir
     backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), Runner(docker),
                            faults=plan, node_startup_delay=node_startup_delay,
-                           preempt_recovery=preempt_recovery)
+                           preempt_recovery=preempt_recovery, quota=quota, allocation=allocation)
     return build_app(BatchResponses(backend, account, key)), backend
 
 
@@ -102,11 +105,19 @@ class EmulatorHandle:
 def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, host: str = "127.0.0.1",
                    port: int = 0, docker: str = "auto", faults: str | FaultPlan | None = None,
                    node_startup_delay: float = 0.05, workdir: str | Path | None = None,
-                   preempt_recovery: float | None = None, timeout: float = 10.0) -> EmulatorHandle:
-    """Start the emulator in a background thread and wait until it answers."""
+                   preempt_recovery: float | None = None, quota: str | dict | None = None,
+                   allocation: str = "ok", timeout: float = 10.0) -> EmulatorHandle:
+    """Start the emulator in a background thread and wait until it answers.
+
+    ``quota`` ("dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N", any
+    subset, or a dict of the same) and ``allocation`` ("ok", "fail",
+    "timeout") make the account as hard to please as a real one; see the
+    README's "Adversity".
+    """
     key = key or new_key()
     app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
-                         workdir=workdir, preempt_recovery=preempt_recovery)
+                         workdir=workdir, preempt_recovery=preempt_recovery, quota=quota,
+                         allocation=allocation)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -55,6 +55,7 @@ class JobsMixin:
             key = spec["id"].lower()
             if key in self.jobs:
                 raise exc.JobExists()
+            self._check_job_quota()
             job = Job()
             job.id, job.key, job.seq, job.spec = spec["id"], key, next(self._seq), spec
             job.state, job.state_time, job.prev_state, job.prev_state_time = "active", us, None, None

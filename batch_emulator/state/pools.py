@@ -18,7 +18,8 @@ from .common import DEFAULT_RESIZE_TIMEOUT, iso, new_etag, now_us
 class Pool:
     __slots__ = ("id", "key", "seq", "spec", "state", "state_time", "alloc_state", "alloc_time",
                  "creation", "modified", "etag", "nodes", "target_dedicated", "target_low",
-                 "slots", "fill_pack", "node_seq", "resize_errors", "dir")
+                 "slots", "fill_pack", "node_seq", "resize_errors", "dir",
+                 "alloc_pending", "timed_out_kinds")
 
     def touch(self, us):
         self.modified, self.etag = us, new_etag()
@@ -74,6 +75,7 @@ class PoolsMixin:
             key = spec["id"].lower()
             if key in self.pools:
                 raise exc.PoolExists()
+            self._check_pool_quota()
             pool = Pool()
             pool.id, pool.key, pool.seq, pool.spec = spec["id"], key, next(self._seq), spec
             pool.state, pool.state_time = "active", us
@@ -86,7 +88,7 @@ class PoolsMixin:
             pool.slots = spec.get("taskSlotsPerNode", 1)
             pool.fill_pack = spec.get("taskSchedulingPolicy", {}).get("nodeFillType") == "pack"
             pool.node_seq = itertools.count(1)
-            pool.resize_errors = []
+            pool.resize_errors, pool.alloc_pending = [], None
             pool.dir = self.workdir / "pools" / f"{key}-{pool.seq}"
             self.pools[key] = pool
             self._reconcile_nodes(pool, "requeue")
@@ -123,6 +125,9 @@ class PoolsMixin:
                 pool.target_dedicated = spec["targetDedicatedNodes"]
             if "targetLowPriorityNodes" in spec:
                 pool.target_low = spec["targetLowPriorityNodes"]
+            # resizeErrors and resizeTimeout describe the most recent resize.
+            pool.resize_errors = []
+            pool.spec["resizeTimeout"] = spec.get("resizeTimeout", DEFAULT_RESIZE_TIMEOUT)
             pool.touch(now_us())
             self._reconcile_nodes(pool, spec.get("nodeDeallocationOption", "requeue"))
 
@@ -141,7 +146,7 @@ class PoolsMixin:
         """Add or remove nodes until the pool matches its targets."""
         for dedicated, target in ((True, pool.target_dedicated), (False, pool.target_low)):
             nodes = [n for n in pool.nodes.values() if n.dedicated == dedicated and not n.removing]
-            for _ in range(target - len(nodes)):
+            for _ in range(self._nodes_to_allocate(pool, dedicated, target - len(nodes))):
                 self._add_node(pool, dedicated)
             if len(nodes) > target:
                 # Idle and still-starting nodes go first, then the least busy.
@@ -209,7 +214,8 @@ class PoolsMixin:
         node.executor.shutdown(wait=False)
 
     def _update_allocation(self, pool: Pool) -> None:
-        busy = any(n.state in ("creating", "starting") or n.removing for n in pool.nodes.values())
+        busy = pool.alloc_pending is not None or any(
+            n.state in ("creating", "starting") or n.removing for n in pool.nodes.values())
         state = "resizing" if busy else "steady"
         if pool.alloc_state != state:
             pool.alloc_state, pool.alloc_time = state, now_us()
@@ -242,7 +248,7 @@ class PoolsMixin:
                     "applicationPackageReferences", "mountConfiguration", "upgradePolicy"):
             if key in spec:
                 body[key] = spec[key]
-        if pool.resize_errors:
+        if pool.resize_errors and pool.alloc_state == "steady":
             body["resizeErrors"] = pool.resize_errors
         return body
 
