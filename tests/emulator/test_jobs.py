@@ -1,4 +1,8 @@
-"""Jobs through the SDK: create, get, list, update, terminate, delete, task counts."""
+"""Jobs through the SDK: create, get, list, update, terminate, delete, task counts.
+
+Sources: BatchService.json ("the spec") and Microsoft's "Batch status and error
+codes" (JobExists, JobNotFound, JobCompleted); the emulator's own choices are
+listed in batch_emulator/README.md."""
 
 import pytest
 from azure.batch import models as bm
@@ -41,11 +45,11 @@ def test_task_counts_and_terminatejob_after_adding(client, pool):
     job_id = make_job(client, pool)
     client.create_tasks(job_id, [bm.BatchTaskCreateOptions(id=f"ok{i}", command_line=py("pass")) for i in range(5)]
                         + [bm.BatchTaskCreateOptions(id="bad", command_line=py("raise SystemExit(2)"))])
-    # The recommended pattern: add the tasks, then ask for termination.
+    # The spec's recommended pattern (onAllTasksComplete): add the tasks, then ask for termination.
     client.update_job(job_id, bm.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
     wait_for(lambda: client.get_job(job_id).state == bm.BatchJobState.COMPLETED, what="job completed")
     job = client.get_job(job_id)
-    assert job.execution_info.termination_reason == "AllTasksComplete"
+    assert job.execution_info.termination_reason == "AllTasksComplete"  # the spec, terminationReason
     assert job.execution_info.end_time is not None
     counts = client.get_job_task_counts(job_id)
     tc, sc = counts.task_counts, counts.task_slot_counts
@@ -58,7 +62,7 @@ def test_task_counts_and_terminatejob_after_adding(client, pool):
 
 
 def test_terminatejob_at_creation_ends_an_empty_job(client, pool):
-    # As on the service: a job without tasks has all its tasks complete.
+    # The spec (onAllTasksComplete): "if a Job contains no Tasks, then all Tasks are considered complete".
     job_id = make_job(client, pool, all_tasks_complete_mode="terminatejob")
     assert client.get_job(job_id).state == bm.BatchJobState.COMPLETED
 
@@ -75,7 +79,7 @@ def test_terminate_job_stops_running_tasks(client, pool):
     task = wait_for(lambda: (t := client.get_task(job_id, "sleeper")).state == bm.BatchTaskState.COMPLETED and t,
                     what="task ended")
     assert task.execution_info.result == bm.BatchTaskExecutionResult.FAILURE
-    assert task.execution_info.failure_info.code == "TaskEnded"
+    assert task.execution_info.failure_info.code == "TaskEnded"  # own choice
 
 
 def test_delete_job(client, pool):

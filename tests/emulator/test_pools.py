@@ -1,4 +1,9 @@
-"""Pools and nodes through the SDK: create, get, exists, list, resize, delete, errors."""
+"""Pools and nodes through the SDK: create, get, exists, list, resize, delete, errors.
+
+Sources: BatchService.json ("the spec": ids, Pools_PoolExists's 404, resize only
+when steady, else 409) and Microsoft's "Batch status and error codes" (PoolExists,
+PoolNotFound, MissingRequiredProperty, InvalidPropertyValue). The 409's code
+PoolNotSteady is the emulator's own choice (batch_emulator/README.md)."""
 
 import pytest
 from azure.batch import models as bm

@@ -1,4 +1,8 @@
-"""Tasks through the SDK: create, collections and their limits, list/filter/page, files, ends."""
+"""Tasks through the SDK: create, collections and their limits, list/filter/page, files, ends.
+
+Sources, cited per check: "the spec" is BatchService.json (2025-06-01);
+"error codes" is Microsoft's "Batch status and error codes" page. Checks with
+no source are the emulator's own choices, listed in batch_emulator/README.md."""
 
 import datetime as dt
 import json
@@ -6,6 +10,10 @@ import json
 import pytest
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from azure.batch import BatchClient
+
+from tests.support.proxy import start_proxy
 
 from .conftest import PYTHON, make_job, py, wait_for, wait_job_done
 
@@ -16,12 +24,12 @@ def task(task_id, code="pass", **extra):
 
 def test_create_get_and_errors(client, job):
     client.create_task(job, task("T1", display_name="first"))
-    got = client.get_task(job, "t1")                          # case-insensitive lookup
+    got = client.get_task(job, "t1")                          # ids are case-insensitive (the spec, "id")
     assert got.id == "T1" and got.display_name == "first"
     assert got.url.endswith(f"/jobs/{job}/tasks/T1")
     with pytest.raises(ResourceExistsError) as info:
         client.create_task(job, task("t1"))
-    assert info.value.error.code == "TaskExists"
+    assert info.value.error.code == "TaskExists"              # error codes, for this and the next four
     with pytest.raises(ResourceNotFoundError) as info:
         client.get_task(job, "nope")
     assert info.value.error.code == "TaskNotFound"
@@ -32,13 +40,13 @@ def test_create_get_and_errors(client, job):
         client.create_task(job, bm.BatchTaskCreateOptions(id="nocmd"))
     assert info.value.status_code == 400 and info.value.error.code == "MissingRequiredProperty"
     with pytest.raises(HttpResponseError) as info:
-        client.create_task(job, task("x" * 65))
+        client.create_task(job, task("x" * 65))              # at most 64 characters (the spec, "id")
     assert info.value.error.code == "InvalidPropertyValue"
     with pytest.raises(HttpResponseError) as info:
-        client.create_task(job, task("neg", constraints=bm.BatchTaskConstraints(max_task_retry_count=-2)))
+        client.create_task(job, task("neg", constraints=bm.BatchTaskConstraints(max_task_retry_count=-2)))  # own choice: -1 is the only negative the spec names
     assert info.value.error.code == "InvalidPropertyValue"
     with pytest.raises(HttpResponseError) as info:
-        client.create_task(job, task("rf", resource_files=[bm.ResourceFile(http_url="http://x/y")]))
+        client.create_task(job, task("rf", resource_files=[bm.ResourceFile(http_url="http://x/y")]))  # the spec: httpUrl needs filePath
     assert info.value.error.code == "MissingRequiredProperty"
 
 
@@ -47,6 +55,7 @@ def test_collection_of_101_is_refused_but_create_tasks_splits(client):
     tasks = [task(f"c{i}") for i in range(101)]
     with pytest.raises(HttpResponseError) as info:
         client.create_task_collection(job, bm.BatchTaskGroup(task_values=tasks))
+    # The spec: "The maximum count of Tasks is 100"; the code for 101 is the emulator's own choice.
     assert info.value.status_code == 413 and info.value.error.code == "RequestBodyTooLarge"
     result = client.create_tasks(job, [task(f"t{i}") for i in range(250)], max_concurrency=4)
     assert len(result.result_values) == 250
@@ -66,24 +75,32 @@ def test_collection_reports_duplicates_per_task(client, job):
 
 
 def test_body_over_1mb_is_halved_by_create_tasks(client, emulator):
+    # The spec: a collection over 1 MB "will fail with code 'RequestBodyTooLarge' and
+    # should be retried again with fewer Tasks"; the SDK's create_tasks does that.
     job = make_job(client, "no-such-pool")
     big = "x" * 30_000        # 100 such tasks make a 3 MB body
     tasks = [task(f"b{i}", environment_settings=[bm.EnvironmentSetting(name="BIG", value=big)]) for i in range(100)]
-    before = emulator.stats()["requests"]["byOperation"].get("Tasks_CreateTaskCollection", {}).get("413", 0)
-    result = client.create_tasks(job, tasks)
-    assert len(result.result_values) == 100
-    after = emulator.stats()["requests"]["byOperation"]["Tasks_CreateTaskCollection"].get("413", 0)
-    assert after > before                 # refused first, then accepted in halves
+    proxy = start_proxy(emulator.endpoint)   # what the SDK sent, counted apart from the emulator
+    try:
+        with BatchClient(proxy.url, emulator.credential()) as through_proxy:
+            result = through_proxy.create_tasks(job, tasks)
+        assert len(result.result_values) == 100
+        sent = sum(proxy.arrived("POST", "/addtaskcollection").values())
+        accepted = proxy.count("POST", "/addtaskcollection")
+    finally:
+        proxy.stop()
+    assert sent > accepted >= 3, (sent, accepted)  # refused first, then accepted in parts under 1 MB each
+    assert len(list(client.list_tasks(job))) == 100
 
 
 def test_paging_over_2500_tasks_with_filters(client, emulator):
     # A job on a pool that does not exist keeps its tasks active: nothing runs.
     idle_job = make_job(client, "no-such-pool")
     client.create_tasks(idle_job, [task(f"p{i:04d}") for i in range(2500)], max_concurrency=4)
-    emulator.reset_stats()
     ids = [t.id for t in client.list_tasks(idle_job)]
     assert len(ids) == 2500 and len(set(ids)) == 2500
-    assert emulator.stats()["requests"]["byOperation"]["Tasks_ListTasks"] == {"200": 3}   # 1000+1000+500
+    # The spec: maxresults defaults to 1000, at most 1000.
+    assert [len(list(p)) for p in client.list_tasks(idle_job).by_page()] == [1000, 1000, 500]
     page = client.list_tasks(idle_job, max_results=700).by_page()
     sizes = [len(list(p)) for p in page]
     assert sizes == [700, 700, 700, 400]
@@ -93,7 +110,7 @@ def test_paging_over_2500_tasks_with_filters(client, emulator):
     assert list(client.list_tasks(idle_job, filter="state eq 'completed'")) == []
     assert sorted(t.id for t in client.list_tasks(idle_job, filter="startswith(id, 'p000')")) == \
         [f"p{i:04d}" for i in range(10)]
-    with pytest.raises(HttpResponseError) as info:
+    with pytest.raises(HttpResponseError) as info:  # error codes: InvalidQueryParameterValue (400)
         list(client.list_tasks(idle_job, max_results=1001))
     assert info.value.status_code == 400 and info.value.error.code == "InvalidQueryParameterValue"
     with pytest.raises(HttpResponseError) as info:
@@ -133,11 +150,13 @@ def test_execution_environment_and_files(client, job, tmp_path):
     assert t.execution_info.result == bm.BatchTaskExecutionResult.SUCCESS
     assert t.node_info.node_id and t.node_info.pool_id
     out = json.loads(b"".join(client.download_task_file(job, "env", "stdout.txt")))
-    assert out["argv"] == ["$HOME", "a b"]          # no shell: no expansion, quotes honoured
+    assert out["argv"] == ["$HOME", "a b"]          # the spec: "does not run under a shell"; quotes honoured
     assert out["MY_SETTING"] == "42"
+    # Microsoft's "Azure Batch runtime environment variables".
     assert out["AZ_BATCH_TASK_ID"] == "env" and out["AZ_BATCH_JOB_ID"] == job
     assert out["AZ_BATCH_NODE_ID"] == t.node_info.node_id and out["AZ_BATCH_POOL_ID"] == t.node_info.pool_id
     assert out["cwd"] == out["AZ_BATCH_TASK_WORKING_DIR"]
+    # Microsoft's "Files and directories in Azure Batch": stdout.txt, stderr.txt and wd/ in the task directory.
     assert b"".join(client.download_task_file(job, "env", "stderr.txt")) == b"to stderr\n"
     assert b"".join(client.download_task_file(job, "env", "wd/result.txt")) == b"done"
     names = {f.name: f for f in client.list_task_files(job, "env", recursive=True)}
@@ -168,15 +187,18 @@ def test_exit_codes_retries_and_failure_info(client, job, tmp_path):
     wait_job_done(client, job)
     t = {x.id: x for x in client.list_tasks(job)}
     fails = t["fails"].execution_info
+    # The spec, maxTaskRetryCount: one try, then up to that many retries on a non-zero exit code.
     assert (fails.exit_code, fails.retry_count, fails.result) == (3, 2, bm.BatchTaskExecutionResult.FAILURE)
+    # usererror + FailureExitCode: what Azure/azure-sdk-for-java's TaskTests.testOutputFiles
+    # (sdk/batch/azure-compute-batch, recorded against the service) asserts for a failing command.
     assert fails.failure_info.category == bm.BatchErrorSourceCategory.USER_ERROR
     assert fails.failure_info.code == "FailureExitCode" and fails.last_retry_time is not None
     flaky_info = t["flaky"].execution_info
     assert (flaky_info.exit_code, flaky_info.retry_count, flaky_info.result) == (0, 1, "success")
     assert t["once"].execution_info.retry_count == 0 and t["once"].execution_info.exit_code == 7
-    assert t["missing"].execution_info.failure_info.code == "CommandProgramNotFound"
+    assert t["missing"].execution_info.failure_info.code == "CommandProgramNotFound"  # own choice
     assert t["missing"].execution_info.exit_code is None
-    assert t["slow"].execution_info.failure_info.code == "MaxWallClockTimeExceeded"
+    assert t["slow"].execution_info.failure_info.code == "MaxWallClockTimeExceeded"  # own choice: no source names it
     counts = client.get_job_task_counts(job).task_counts
     assert (counts.completed, counts.succeeded, counts.failed) == (5, 1, 4)
 
@@ -187,8 +209,8 @@ def test_terminate_and_delete_task(client, job):
     client.terminate_task(job, "long")
     t = wait_for(lambda: (x := client.get_task(job, "long")).state == bm.BatchTaskState.COMPLETED and x,
                  what="terminated")
-    assert t.execution_info.failure_info.code == "TaskEnded"
-    client.terminate_task(job, "long")                 # already complete: nothing happens
+    assert t.execution_info.failure_info.code == "TaskEnded"  # own choice
+    client.terminate_task(job, "long")                 # already complete: nothing happens (own choice)
     client.delete_task(job, "long")
     with pytest.raises(ResourceNotFoundError):
         client.get_task(job, "long")
@@ -207,11 +229,13 @@ def test_reactivate_a_failed_task(client, job, tmp_path):
     assert (failed.exit_code, failed.retry_count, failed.result) == (9, 1, "failure")
     with pytest.raises(ResourceExistsError) as info:
         client.reactivate_task(job, "fine")
+    # The spec (Tasks_ReactivateTask): fails for a task that succeeded or is not completed;
+    # the codes are the emulator's own choice.
     assert info.value.error.code == "TaskCompletedSuccessfully"
     marker.write_text("")
     client.reactivate_task(job, "broken")
     wait_job_done(client, job)
-    again = client.get_task(job, "broken").execution_info
+    again = client.get_task(job, "broken").execution_info   # the spec: retry count reset to 0
     assert (again.exit_code, again.retry_count, again.result) == (0, 0, "success")
     counts = client.get_job_task_counts(job).task_counts
     assert (counts.completed, counts.succeeded, counts.failed) == (2, 2, 0)
