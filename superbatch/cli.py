@@ -118,6 +118,9 @@ def main(argv=None) -> int:
         return _fail(failures, debug)
     except SuperbatchError as error:
         return _fail(error, debug)
+    except Exception as error:  # unforeseen: the traceback helps, but may quote a service's answer and its secrets
+        print(redact("".join(traceback.format_exception(error))), file=sys.stderr, end="")
+        return 1
     if options.summary_json:
         summary.write(options.summary_json)
     if summary.failures:

@@ -7,7 +7,8 @@ service's AuthorizationFailure message may quote the request line, SAS
 included), and azure-storage-blob copies the answer into its exception. Here a
 proxy in front of Azurite answers chosen requests that way; everything else is
 the real chain: the SDK builds the message, the Batch emulator (for a task's
-upload) or the kit (for its own download) reports it, the kit prints it.
+upload) or the kit (for its own download, or an error it did not foresee)
+reports it, the kit prints it.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def refusing_cloud(azurite):
 
 def everything_written(kit, done, summary, run: str) -> dict:
     """Where the kit's output goes, by name."""
-    found = {"stdout": done.stdout, "stderr": done.stderr, "summary": summary.read_text()}
+    found = {"stdout": done.stdout, "stderr": done.stderr, "summary": summary.read_text() if summary.exists() else ""}
     for path in kit.run_dir(run).rglob("*"):
         if path.is_file() and not path.name.endswith(".pickle"):
             found[str(path.relative_to(kit.path))] = path.read_text(errors="replace")
@@ -141,4 +142,30 @@ def test_request_signature_quoted_by_storage_when_fetching_an_output(kit, refusi
     assert [failure["index"] for failure in report["failures"]] == [1]
     info = report["failures"][0]["failure_info"]
     assert "its output could not be fetched" in info and "MAC signature found in the HTTP request 'REDACTED'" in info
+    assert "MAC signature found in the HTTP request 'REDACTED'" in done.stderr
+
+
+def test_unforeseen_sdk_error_is_printed_without_its_secret(kit, refusing_cloud, tmp_path):
+    """An SDK error the kit does not explain (here the listing of the staged inputs,
+    answered with a status the kit has no message for) still leaves through redact():
+    its traceback quotes Storage's answer, which quotes the request's signature."""
+
+    def refuse(method, path, query, authorization):
+        if method == "GET" and "comp=list" in query and authorization.startswith("SharedKey "):
+            mac = authorization.rsplit(":", 1)[1]
+            return "AuthenticationFailed", (
+                '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code>'
+                "<Message>Server failed to authenticate the request.</Message>"
+                f"<AuthenticationErrorDetail>The MAC signature found in the HTTP request '{mac}' is not the same as any computed signature.</AuthenticationErrorDetail></Error>")
+        return None
+
+    cloud, blobs = refusing_cloud(refuse)
+    kit.write_task(TWO_TASKS)
+    summary = tmp_path / "summary.json"
+    done = cloud.run(kit, "r3", "--summary-json", summary)
+    assert done.returncode == 1, done.stderr
+    assert blobs.refused, "the listing of the staged inputs was refused"
+    macs = {authorization.rsplit(":", 1)[1] for _, authorization in blobs.refused}
+    assert_nowhere(everything_written(kit, done, summary, "r3"), macs)
+    assert "Traceback" in done.stderr  # the SDK's error as it came, but
     assert "MAC signature found in the HTTP request 'REDACTED'" in done.stderr
