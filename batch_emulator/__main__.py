@@ -8,7 +8,7 @@ import sys
 
 import uvicorn
 
-from .server import DEFAULT_ACCOUNT, build, new_key
+from .server import DEFAULT_ACCOUNT, DEFAULT_DELETE_DELAY, build, new_key
 
 
 def main(argv=None) -> int:
@@ -29,6 +29,10 @@ def main(argv=None) -> int:
                    help="account quotas, any subset of dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N")
     p.add_argument("--allocation", choices=("ok", "fail", "timeout"), default="ok",
                    help="node allocation: ok, fail (AllocationFailed), timeout (AllocationTimedout after resizeTimeout)")
+    p.add_argument("--delete-delay", type=float, default=DEFAULT_DELETE_DELAY, metavar="S",
+                   help="seconds a deleted pool or job stays 'deleting' and a terminated job 'terminating'")
+    p.add_argument("--counts-lag", type=float, default=0.0, metavar="S",
+                   help="task counts come from a snapshot up to S seconds old")
     p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -38,7 +42,8 @@ def main(argv=None) -> int:
         app, backend = build(args.account, key, docker=args.docker, faults=args.faults,
                              node_startup_delay=args.node_startup_delay, workdir=args.workdir,
                              preempt_recovery=args.preempt_recovery, quota=args.quota,
-                             allocation=args.allocation)
+                             allocation=args.allocation, delete_delay=args.delete_delay,
+                             counts_lag=args.counts_lag)
     except (ValueError, RuntimeError) as e:
         print(f"batch_emulator: {e}", file=sys.stderr)
         return 2

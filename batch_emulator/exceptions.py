@@ -76,7 +76,11 @@ JobCompleted = _error("JobCompleted", 409, "The specified job is already in a co
 JobBeingTerminated = _error("JobBeingTerminated", 409, "The specified job is being terminated.")
 TaskCompleted = _error("TaskCompleted", 409, "The specified task is already in a completed state.")
 TaskNotCompleted = _error("TaskNotCompleted", 409, "Only a completed task can be reactivated.")
-TaskSucceeded = _error("TaskCompletedSuccessfully", 409, "A task that succeeded cannot be reactivated.")
+# No code of its own is documented for reactivating a task that succeeded
+# ("Tasks - Reactivate Task" only says it fails); the Batch error-code list
+# (BatchErrorCodeStrings in the .NET SDK) has this one for such requests.
+TaskSucceeded = _error("OperationInvalidForCurrentState", 409,
+                       "The specified operation is not valid for the current state of the resource.")
 # "Batch Status and Error Codes" (learn.microsoft.com/rest/api/batchservice/batch-status-and-error-codes)
 PoolQuotaReached = _error("PoolQuotaReached", 409, "Pool quota for the account has been reached.")
 ActiveJobAndScheduleQuotaReached = _error(

@@ -38,7 +38,8 @@ from .state.tasks import Task, TasksMixin
 class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMixin):
     def __init__(self, account: str, workdir: Path, runner: execution.Runner,
                  faults: FaultPlan | None = None, node_startup_delay: float = 0.05,
-                 preempt_recovery: float | None = None, quota=None, allocation: str | None = None):
+                 preempt_recovery: float | None = None, quota=None, allocation: str | None = None,
+                 delete_delay: float = 0.0, counts_lag: float = 0.0):
         self.account = account
         self.quotas = Quotas.parse(quota)
         self.allocation = parse_allocation(allocation)
@@ -48,6 +49,8 @@ class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMi
         self.faults = faults or FaultPlan()
         self.node_startup_delay = node_startup_delay
         self.preempt_recovery = preempt_recovery if preempt_recovery is not None else max(0.2, node_startup_delay)
+        self.delete_delay = delete_delay   # seconds in deleting / terminating (state/pools, state/jobs)
+        self.counts_lag = counts_lag       # seconds a task-counts snapshot may be old (state/jobs)
         self.base_url = "http://127.0.0.1"
         self.lock = threading.RLock()
         self.pools: dict[str, Pool] = {}

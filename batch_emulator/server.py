@@ -33,6 +33,10 @@ from .responses import BatchResponses
 from .urls import build_app
 
 DEFAULT_ACCOUNT = "emulator"
+# Seconds a deleted pool or job stays `deleting` and a terminated job
+# `terminating`. The service takes minutes; 0 keeps the emulator's old
+# instant answers (see README, "Adversity").
+DEFAULT_DELETE_DELAY = 0.0
 
 
 def new_key() -> str:
@@ -42,13 +46,17 @@ def new_key() -> str:
 def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPlan | None = None,
           node_startup_delay: float = 0.05, workdir: str | Path | None = None,
           preempt_recovery: float | None = None, quota: str | dict | None = None,
-          allocation: str = "ok"):
+          allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
+          counts_lag: float = 0.0):
     """The ASGI app and its backend, not yet listening."""
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
     quota, allocation = Quotas.parse(quota), parse_allocation(allocation)   # refuse before any temp dir
+    if delete_delay < 0 or counts_lag < 0:
+        raise ValueError("delete_delay and counts_lag are seconds, not negative")
     backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), Runner(docker),
                            faults=plan, node_startup_delay=node_startup_delay,
-                           preempt_recovery=preempt_recovery, quota=quota, allocation=allocation)
+                           preempt_recovery=preempt_recovery, quota=quota, allocation=allocation,
+                           delete_delay=delete_delay, counts_lag=counts_lag)
     return build_app(BatchResponses(backend, account, key)), backend
 
 
@@ -106,18 +114,21 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
                    port: int = 0, docker: str = "auto", faults: str | FaultPlan | None = None,
                    node_startup_delay: float = 0.05, workdir: str | Path | None = None,
                    preempt_recovery: float | None = None, quota: str | dict | None = None,
-                   allocation: str = "ok", timeout: float = 10.0) -> EmulatorHandle:
+                   allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
+                   counts_lag: float = 0.0, timeout: float = 10.0) -> EmulatorHandle:
     """Start the emulator in a background thread and wait until it answers.
 
     ``quota`` ("dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N", any
     subset, or a dict of the same) and ``allocation`` ("ok", "fail",
-    "timeout") make the account as hard to please as a real one; see the
-    README's "Adversity".
+    "timeout") make the account as hard to please as a real one;
+    ``delete_delay`` (seconds in deleting/terminating) and ``counts_lag``
+    (seconds task counts may be old) make it as slow; see the README's
+    "Adversity".
     """
     key = key or new_key()
     app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
                          workdir=workdir, preempt_recovery=preempt_recovery, quota=quota,
-                         allocation=allocation)
+                         allocation=allocation, delete_delay=delete_delay, counts_lag=counts_lag)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -8,6 +8,7 @@ import collections
 import itertools
 import shutil
 import threading
+import time
 
 from .. import exceptions as exc
 from .. import schemas
@@ -17,7 +18,7 @@ from .common import UNLIMITED, iso, new_etag, now_us
 class Job:
     __slots__ = ("id", "key", "seq", "spec", "state", "state_time", "prev_state", "prev_state_time",
                  "creation", "modified", "etag", "tasks", "pending", "counts", "slot_counts",
-                 "end_time", "terminate_reason", "task_seq")
+                 "end_time", "terminate_reason", "task_seq", "counts_seen")
 
     def touch(self, us):
         self.modified, self.etag = us, new_etag()
@@ -54,7 +55,8 @@ class JobsMixin:
         with self.lock:
             key = spec["id"].lower()
             if key in self.jobs:
-                raise exc.JobExists()
+                # As for pools: the id of a job being deleted is not free yet.
+                raise exc.JobBeingDeleted() if self.jobs[key].state == "deleting" else exc.JobExists()
             self._check_job_quota()
             job = Job()
             job.id, job.key, job.seq, job.spec = spec["id"], key, next(self._seq), spec
@@ -66,6 +68,7 @@ class JobsMixin:
             job.slot_counts = dict.fromkeys(_COUNT_KEYS, 0)
             job.end_time = job.terminate_reason = None
             job.task_seq = itertools.count(1)
+            job.counts_seen = None
             self.jobs[key] = job
             # The service treats a job without tasks as having all its tasks
             # complete: terminatejob at creation ends an empty job at once.
@@ -113,12 +116,32 @@ class JobsMixin:
     def _terminate_job(self, job: Job, reason: str) -> None:
         us = now_us()
         self._set_job_state(job, "terminating", us)
+        job.end_time, job.terminate_reason = None, reason
         for task in job.tasks.values():
             if task.handle is not None:
                 task.handle.cancel("terminate")
         # Running tasks are stopped; their completion is recorded by their
         # worker threads. Queued tasks stay active and are never scheduled.
-        job.end_time, job.terminate_reason = us, reason
+        if self.delete_delay <= 0:
+            self._job_terminated(job)
+        else:
+            # The service shows `terminating` until the running tasks have
+            # stopped (BatchJobState: "the terminate operation is still in
+            # progress"), for at least the configured delay here.
+            self.clock.after(self.delete_delay, self._finish_termination, job)
+
+    def _finish_termination(self, job: Job) -> None:
+        with self.lock:
+            if job.state != "terminating" or self.jobs.get(job.key) is not job:
+                return
+            if any(t.handle is not None for t in job.tasks.values()):
+                self.clock.after(0.02, self._finish_termination, job)   # still stopping
+                return
+            self._job_terminated(job)
+
+    def _job_terminated(self, job: Job) -> None:
+        us = now_us()
+        job.end_time = us
         self._set_job_state(job, "completed", us)
 
     def _set_job_state(self, job: Job, state: str, us: int) -> None:
@@ -129,11 +152,26 @@ class JobsMixin:
     def delete_job(self, job_id: str) -> None:
         with self.lock:
             job = self._job(job_id)
+            if job.state == "deleting":
+                raise exc.JobBeingDeleted()
             self._set_job_state(job, "deleting", now_us())
-            dirs = set()
+            job.pending.clear()
             for task in job.tasks.values():
                 if task.handle is not None:
                     task.handle.cancel("delete")
+            if self.delete_delay <= 0:
+                self._job_gone(job)
+                return
+        # `deleting` while the service stops the job's tasks (BatchJobState);
+        # operations on the job answer JobBeingDeleted until it is gone.
+        self.clock.after(self.delete_delay, self._job_gone, job)
+
+    def _job_gone(self, job: Job) -> None:
+        with self.lock:
+            if self.jobs.get(job.key) is not job:
+                return
+            dirs = set()
+            for task in job.tasks.values():
                 if task.task_dir is not None:
                     dirs.add(task.task_dir.parent.parent)
                 task.state = "deleted"
@@ -143,7 +181,14 @@ class JobsMixin:
     def task_counts(self, job_id: str) -> dict:
         with self.lock:
             job = self._job(job_id)
-            return {"taskCounts": dict(job.counts), "taskSlotCounts": dict(job.slot_counts)}
+            now = time.monotonic()
+            seen = job.counts_seen
+            # "Get resource counts": counts are refreshed periodically and can
+            # lag the tasks; with counts_lag the answer comes from a snapshot
+            # taken at most that many seconds ago.
+            if seen is None or now - seen[0] >= self.counts_lag:
+                seen = job.counts_seen = (now, dict(job.counts), dict(job.slot_counts))
+            return {"taskCounts": dict(seen[1]), "taskSlotCounts": dict(seen[2])}
 
     def _check_job_done(self, job: Job) -> None:
         if (job.state == "active" and job.spec.get("onAllTasksComplete") == "terminatejob"

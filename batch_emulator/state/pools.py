@@ -74,7 +74,8 @@ class PoolsMixin:
         with self.lock:
             key = spec["id"].lower()
             if key in self.pools:
-                raise exc.PoolExists()
+                # A pool being deleted keeps its id until it is gone.
+                raise exc.PoolBeingDeleted() if self.pools[key].state == "deleting" else exc.PoolExists()
             self._check_pool_quota()
             pool = Pool()
             pool.id, pool.key, pool.seq, pool.spec = spec["id"], key, next(self._seq), spec
@@ -105,12 +106,25 @@ class PoolsMixin:
     def delete_pool(self, pool_id: str) -> None:
         with self.lock:
             pool = self._pool(pool_id)
+            if pool.state == "deleting":
+                raise exc.PoolBeingDeleted()
             pool.state, pool.state_time = "deleting", now_us()
+            pool.touch(pool.state_time)
             for node in list(pool.nodes.values()):
                 self._remove_node(pool, node, "requeue")
-            # The nodes are gone at once, so the deletion completes at once
-            # (a client polling for it sees PoolNotFound on its first look).
-            del self.pools[pool.key]
+            self._update_allocation(pool)
+            if self.delete_delay <= 0:
+                self._pool_gone(pool)   # no delay asked: gone before the answer
+                return
+        # The service keeps the pool in `deleting` while it releases the VMs
+        # (BatchPoolState in the REST description; the SDK's delete poller
+        # waits on it), so the same id stays taken until then.
+        self.clock.after(self.delete_delay, self._pool_gone, pool)
+
+    def _pool_gone(self, pool: Pool) -> None:
+        with self.lock:
+            if self.pools.get(pool.key) is pool:
+                del self.pools[pool.key]
         threading.Thread(target=shutil.rmtree, args=(pool.dir, True), daemon=True).start()
 
     def resize_pool(self, pool_id: str, body) -> None:

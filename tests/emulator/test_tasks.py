@@ -229,9 +229,10 @@ def test_reactivate_a_failed_task(client, job, tmp_path):
     assert (failed.exit_code, failed.retry_count, failed.result) == (9, 1, "failure")
     with pytest.raises(ResourceExistsError) as info:
         client.reactivate_task(job, "fine")
-    # The spec (Tasks_ReactivateTask): fails for a task that succeeded or is not completed;
-    # the codes are the emulator's own choice.
-    assert info.value.error.code == "TaskCompletedSuccessfully"
+    # The spec (Tasks_ReactivateTask): fails for a task that succeeded or is not completed.
+    # No code is documented for either; for a task that succeeded the emulator answers the
+    # generic OperationInvalidForCurrentState of the Batch error-code list (its own choice).
+    assert info.value.error.code == "OperationInvalidForCurrentState"
     marker.write_text("")
     client.reactivate_task(job, "broken")
     wait_job_done(client, job)
