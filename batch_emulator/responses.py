@@ -149,7 +149,13 @@ class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers):
                         media_type=JSON_TYPE, headers=self._headers(request, **kw))
 
     def empty(self, request: Request, status: int, **kw) -> Response:
-        return Response(b"", status_code=status, headers=self._headers(request, **kw))
+        headers = self._headers(request, **kw)
+        # Recorded answers: a 201 names the new resource in Location; a 204 says Content-Length: 0.
+        if status == 201 and kw.get("data_service_id"):
+            headers["Location"] = kw["data_service_id"]
+        if status == 204:
+            headers["Content-Length"] = "0"
+        return Response(b"", status_code=status, headers=headers)
 
     def error(self, request: Request, e: exc.BatchError) -> Response:
         headers = {**self._headers(request), **e.headers}

@@ -212,7 +212,8 @@ POOL_CREATE = Obj({
     "enableInterNodeCommunication": Bool(), "networkConfiguration": Any_(), "startTask": Any_(),
     "applicationPackageReferences": Any_(),
     "taskSlotsPerNode": Int(1, 256),
-    "taskSchedulingPolicy": Obj({"nodeFillType": Enum("spread", "pack")}, required=("nodeFillType",)),
+    "taskSchedulingPolicy": Obj({"nodeFillType": Enum("spread", "pack"),
+                                 "jobDefaultOrder": Enum("none", "creationtime")}, required=("nodeFillType",)),
     "userAccounts": Any_(), "metadata": Arr(METADATA_ITEM), "mountConfiguration": Any_(),
     "upgradePolicy": Any_(),
 }, required=("id", "vmSize", "virtualMachineConfiguration"), rule=_pool_rule)

@@ -39,13 +39,15 @@ class FileHandlers:
         return path, st
 
     def _file_headers(self, request, path: Path, st: os.stat_result) -> dict:
-        headers = self._headers(request, etag=f"0x{int(st.st_mtime_ns):X}", modified=st.st_mtime_ns // 1000)
+        # As recorded: no ETag, "True"/"False", the file URL percent-encoded as a whole.
+        headers = self._headers(request, modified=st.st_mtime_ns // 1000)
         rel = request.path_params["filePath"]
+        url = (f"{self._base()}/jobs/{request.path_params['jobId']}/tasks/"
+               f"{request.path_params['taskId']}/files/{rel}")
         headers.update({
             "ocp-creation-time": http_date(st.st_ctime_ns // 1000),
-            "ocp-batch-file-isdirectory": "true" if stat.S_ISDIR(st.st_mode) else "false",
-            "ocp-batch-file-url": f"{self._base()}/jobs/{request.path_params['jobId']}/tasks/"
-                                  f"{request.path_params['taskId']}/files/{urllib.parse.quote(rel)}",
+            "ocp-batch-file-isdirectory": "True" if stat.S_ISDIR(st.st_mode) else "False",
+            "ocp-batch-file-url": urllib.parse.quote(url, safe=""),
             "ocp-batch-file-mode": f"{stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode):o}",
         })
         return headers
@@ -64,13 +66,16 @@ class FileHandlers:
         with open(path, "rb") as f:   # task logs are small; a range keeps big files cheap
             f.seek(start)
             data = f.read(max(0, end - start + 1))
-        return Response(data, status_code=200, media_type="application/octet-stream", headers=headers)
+        # Set as a header: Starlette would add "; charset=utf-8" to a text/ media type.
+        headers["Content-Type"] = _content_type(path)
+        return Response(data, status_code=200, headers=headers)
 
     def get_task_file_properties(self, request, body):
         path, st = self._task_file(request)
         headers = self._file_headers(request, path, st)
         headers["Content-Length"] = str(0 if stat.S_ISDIR(st.st_mode) else st.st_size)
-        return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
+        headers["Content-Type"] = _content_type(path)
+        return Response(b"", status_code=200, headers=headers)
 
 
 class _FileEntry:
@@ -92,6 +97,11 @@ def _walk(root: Path, recursive: bool):
 
 
 
+def _content_type(path: Path) -> str:
+    # Recorded: the node agent serves .txt files (stdout.txt, stderr.txt) as text/plain.
+    return "text/plain" if path.suffix.lower() == ".txt" else "application/octet-stream"
+
+
 def _file_json(entry: _FileEntry, base: str) -> dict:
     try:
         st = entry.path.stat()
@@ -99,10 +109,10 @@ def _file_json(entry: _FileEntry, base: str) -> dict:
         st = None
     is_dir = st is not None and stat.S_ISDIR(st.st_mode)
     body = {"name": entry.name, "url": base + urllib.parse.quote(entry.name), "isDirectory": is_dir}
-    if st is not None:
+    if st is not None and not is_dir:   # recorded: directories come without properties
         body["properties"] = {
             "creationTime": iso(st.st_ctime_ns // 1000), "lastModified": iso(st.st_mtime_ns // 1000),
-            "contentLength": str(0 if is_dir else st.st_size), "contentType": "application/octet-stream",
+            "contentLength": str(st.st_size), "contentType": _content_type(entry.path),
             "fileMode": f"{stat.S_IMODE(st.st_mode) | stat.S_IFMT(st.st_mode):o}",
         }
     return body

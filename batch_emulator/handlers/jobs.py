@@ -40,5 +40,5 @@ class JobHandlers:
 
     def task_counts(self, request, body):
         counts = self.backend.task_counts(request.path_params["jobId"])
-        counts["odata.metadata"] = f"{self._base()}/$metadata#taskcounts/@Element"
+        counts["odata.metadata"] = f"{self._base()}/$metadata#taskcountsresult/@Element"   # as recorded
         return self.json(request, counts)

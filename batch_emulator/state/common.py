@@ -24,6 +24,7 @@ DEFAULT_RETENTION = "P7D"
 
 
 DEFAULT_RESIZE_TIMEOUT = "PT15M"
+DEFAULT_USER_IDENTITY = {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
 
 
 def now_us() -> int:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import exceptions as exc
 from .. import schemas
-from .common import DEFAULT_RESIZE_TIMEOUT, iso, new_etag, now_us
+from .common import DEFAULT_RESIZE_TIMEOUT, DEFAULT_USER_IDENTITY, iso, new_etag, now_us
 
 
 class Pool:
@@ -176,7 +176,7 @@ class PoolsMixin:
         node.index = next(pool.node_seq)
         node.id = f"tvmps_{uuid.uuid4().hex}{uuid.uuid4().hex}_{'d' if dedicated else 'p'}"
         node.pool, node.dedicated = pool, dedicated
-        node.state, node.state_time, node.alloc_time, node.boot_time = "creating", us, us, us
+        node.state, node.state_time, node.alloc_time, node.boot_time = "creating", us, us, None
         node.slots, node.used, node.runs = pool.slots, 0, {}
         node.total_run = node.total_succeeded = 0
         node.ip = f"10.0.{node.index // 250}.{node.index % 250 + 4}"
@@ -207,6 +207,8 @@ class PoolsMixin:
         with self.lock:
             if node.pool.nodes.get(node.id) is not node or node.state not in ("starting", "preempted"):
                 return
+            if node.boot_time is None:
+                node.boot_time = now_us()
             self._set_node_state(node, "running" if node.runs else "idle")
             self._update_allocation(node.pool)
             self._schedule(node.pool)
@@ -237,6 +239,12 @@ class PoolsMixin:
     def pool_json(self, pool: Pool) -> dict:
         spec = pool.spec
         vm = dict(spec["virtualMachineConfiguration"])
+        # Defaults the service fills in (recorded GetPool answers, see tests/emulator/recorded/pools.json).
+        vm["imageReference"] = _image_reference(vm)
+        if isinstance(vm.get("dataDisks"), list):
+            vm["dataDisks"] = [{"caching": "none", **d,
+                                "managedDisk": d.get("managedDisk") or {"storageAccountType": "standard_lrs"}}
+                               if isinstance(d, dict) else d for d in vm["dataDisks"]]
         if "containerConfiguration" in vm:
             cc = dict(vm["containerConfiguration"])
             if "containerRegistries" in cc:   # the service never returns passwords
@@ -248,7 +256,7 @@ class PoolsMixin:
             "lastModified": iso(pool.modified), "creationTime": iso(pool.creation),
             "state": pool.state, "stateTransitionTime": iso(pool.state_time),
             "allocationState": pool.alloc_state, "allocationStateTransitionTime": iso(pool.alloc_time),
-            "vmSize": spec["vmSize"], "virtualMachineConfiguration": vm,
+            "vmSize": spec["vmSize"].lower(), "virtualMachineConfiguration": vm,
             "resizeTimeout": spec.get("resizeTimeout", DEFAULT_RESIZE_TIMEOUT),
             "currentDedicatedNodes": sum(1 for n in pool.nodes.values() if n.dedicated),
             "currentLowPriorityNodes": sum(1 for n in pool.nodes.values() if not n.dedicated),
@@ -256,12 +264,22 @@ class PoolsMixin:
             "enableAutoScale": False,
             "enableInterNodeCommunication": spec.get("enableInterNodeCommunication", False),
             "taskSlotsPerNode": pool.slots,
-            "taskSchedulingPolicy": spec.get("taskSchedulingPolicy", {"nodeFillType": "spread"}),
+            "taskSchedulingPolicy": {"nodeFillType": "spread", "jobDefaultOrder": "none",
+                                     **spec.get("taskSchedulingPolicy", {})},
         }
         for key in ("displayName", "metadata", "startTask", "networkConfiguration", "userAccounts",
                     "applicationPackageReferences", "mountConfiguration", "upgradePolicy"):
             if key in spec:
                 body[key] = spec[key]
+        if isinstance(body.get("startTask"), dict):
+            body["startTask"] = {"userIdentity": DEFAULT_USER_IDENTITY, "maxTaskRetryCount": 0,
+                                 "waitForSuccess": True, **body["startTask"]}
+        if isinstance(body.get("networkConfiguration"), dict):
+            body["networkConfiguration"] = {"dynamicVNetAssignmentScope": "none", "enableAcceleratedNetworking": False,
+                                            **body["networkConfiguration"]}
+        if isinstance(body.get("userAccounts"), list):   # passwords are accepted, never returned
+            body["userAccounts"] = [{k: v for k, v in u.items() if k != "password"} if isinstance(u, dict) else u
+                                    for u in body["userAccounts"]]
         if pool.resize_errors and pool.alloc_state == "steady":
             body["resizeErrors"] = pool.resize_errors
         return body
@@ -271,16 +289,18 @@ class PoolsMixin:
         body = {
             "id": node.id, "url": f"{self.base_url}/pools/{node.pool.id}/nodes/{node.id}",
             "state": node.state, "schedulingState": "enabled",
-            "stateTransitionTime": iso(node.state_time), "lastBootTime": iso(node.boot_time),
+            "stateTransitionTime": iso(node.state_time),
             "allocationTime": iso(node.alloc_time), "ipAddress": node.ip,
             "ipv6Address": f"fd00::{node.index:x}",
-            "affinityId": f"TVM:{node.id}", "vmSize": node.pool.spec["vmSize"],
+            "affinityId": f"TVM:{node.id}", "vmSize": node.pool.spec["vmSize"].lower(),
             "totalTasksRun": node.total_run, "runningTasksCount": len(node.runs),
             "runningTaskSlotsCount": node.used, "totalTasksSucceeded": node.total_succeeded,
             "isDedicated": node.dedicated,
-            "virtualMachineInfo": {"imageReference": vm.get("imageReference", {})},
-            "nodeAgentInfo": {"version": "emulator", "lastUpdateTime": iso(node.alloc_time)},
+            "virtualMachineInfo": {"imageReference": {**_image_reference(vm), "exactVersion": "latest"}},
         }
+        if node.boot_time is not None:   # recorded: creating/starting nodes have neither yet
+            body["lastBootTime"] = iso(node.boot_time)
+            body["nodeAgentInfo"] = {"version": "emulator", "lastUpdateTime": iso(node.boot_time)}
         if node.runs:
             body["recentTasks"] = [{
                 "taskUrl": f"{self.base_url}/jobs/{t.job.id}/tasks/{t.id}",
@@ -288,3 +308,10 @@ class PoolsMixin:
                 "executionInfo": self._execution_info(t),
             } for t in list(node.runs)]
         return body
+
+
+def _image_reference(vm: dict) -> dict:
+    ref = dict(vm.get("imageReference") or {})
+    if not any(k in ref for k in ("virtualMachineImageId", "sharedGalleryImageId", "communityGalleryImageId")):
+        ref.setdefault("version", "latest")   # recorded: the service fills in "latest"
+    return ref

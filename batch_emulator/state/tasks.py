@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import exceptions as exc
 from .. import execution, schemas
-from .common import DEFAULT_RETENTION, UNLIMITED, iso, new_etag, now_us
+from .common import DEFAULT_RETENTION, DEFAULT_USER_IDENTITY, UNLIMITED, iso, new_etag, now_us
 from .jobs import Job
 
 
@@ -245,7 +245,7 @@ class TasksMixin:
                     "maxTaskRetryCount", job.spec.get("constraints", {}).get("maxTaskRetryCount", 0)),
             },
             "requiredSlots": task.slots,
-            "userIdentity": spec.get("userIdentity", {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}),
+            "userIdentity": spec.get("userIdentity", DEFAULT_USER_IDENTITY),
         }
         if task.prev_state is not None:
             body["previousState"] = task.prev_state
@@ -259,8 +259,8 @@ class TasksMixin:
             cs = dict(body["containerSettings"])
             cs["registry"] = {k: v for k, v in cs["registry"].items() if k != "password"}
             body["containerSettings"] = cs
-        if task.start is not None or task.state == "completed" or task.retry_count or task.requeue_count:
-            body["executionInfo"] = self._execution_info(task)
+        # Recorded: even a task that never ran carries retryCount and requeueCount 0.
+        body["executionInfo"] = self._execution_info(task)
         if task.node_id is not None:
             base = f"{self.base_url}/pools/{task.pool_id}/nodes/{task.node_id}"
             body["nodeInfo"] = {
