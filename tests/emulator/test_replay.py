@@ -26,7 +26,7 @@ from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
-from batch_emulator.models import API_VERSION
+from batch_emulator.state.common import API_VERSION
 from tests.support.servers import start_batch_emulator
 
 from .conftest import pool_options, unique, wait_for, wait_pool_steady
