@@ -54,6 +54,7 @@ class TasksMixin:
 
     def add_task(self, job_id: str, body) -> Task:
         spec = schemas.validate(schemas.TASK_CREATE, body)
+        self.stats.task("received")
         with self.lock:
             job = self._job(job_id)
             self._ensure_job_mutable(job)
@@ -71,6 +72,7 @@ class TasksMixin:
         # Every task is validated before any is added: a malformed task fails
         # the whole request, as the service does.
         specs = [schemas.TASK_CREATE.check(item, f"value[{i}]") for i, item in enumerate(items)]
+        self.stats.task("received", len(specs))  # every task sent, TaskExists or not: what a resume re-sends
         results = []
         with self.lock:
             job = self._job(job_id)
