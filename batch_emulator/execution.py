@@ -6,7 +6,8 @@ download the resource files into the working directory, run the command line
 there (never under a shell), then upload the output files whose upload
 condition matches. With a Docker engine and container settings the command
 line runs in the task's image, the node's task root mounted at the same path
-and the working directory used as the container's working directory.
+and the working directory used as the container's working directory
+(``containers.py``: image pulls, the node's image cache, the container run).
 
 Nothing here touches the service state; ``models`` drives these steps from a
 node's worker thread and records the outcome.
@@ -28,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .containers import Containers, ImageCache, connect_docker as _connect_docker
+
 DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -43,6 +46,7 @@ class RunSpec:
     registries: list[dict] = field(default_factory=list)  # the pool's containerRegistries
     node_root: Path | None = None          # mounted into containers
     max_wall_clock: float | None = None    # seconds
+    images: ImageCache | None = None       # the node's pulled images (containers.py)
 
     @property
     def wd(self) -> Path:
@@ -84,6 +88,18 @@ class RunHandle:
                 self.reason = reason
             proc, container = self.proc, self.container
         _kill(proc, container)
+
+    def deadline(self, spec: RunSpec, started: float):
+        """(seconds to wait, what happens when they run out) for the nearer limit."""
+        limits = []
+        if spec.max_wall_clock is not None:
+            limits.append((started + spec.max_wall_clock, "wallclock"))
+        if self.preempt_at is not None:
+            limits.append((self.preempt_at, "preempt"))
+        if not limits:
+            return None, None
+        at, why = min(limits)
+        return max(0.0, at - time.monotonic()), why
 
     def attach(self, proc=None, container=None) -> bool:
         """Record the running process; False if the run was cancelled meanwhile."""
@@ -183,24 +199,13 @@ class Runner:
             self.docker, self.docker_problem = _connect_docker()
             if self.docker is None and docker_mode == "on":
                 raise RuntimeError(f"--docker on, but no Docker engine answers: {self.docker_problem}")
-        self._pull_lock = threading.Lock()
+        self.containers = Containers(self.docker) if self.docker is not None else None
 
     def run(self, spec: RunSpec, handle: RunHandle) -> Outcome:
-        if spec.container is not None and self.docker is not None:
-            return self._run_container(spec, handle)
+        if spec.container is not None and self.containers is not None:
+            # A spec without a node cache (a one-off run) gets a cache of its own.
+            return self.containers.run(spec, handle, spec.images if spec.images is not None else ImageCache())
         return self._run_host(spec, handle)
-
-    def _deadline(self, spec: RunSpec, handle: RunHandle, started: float):
-        """(seconds to wait, what happens when they run out) for the nearer limit."""
-        limits = []
-        if spec.max_wall_clock is not None:
-            limits.append((started + spec.max_wall_clock, "wallclock"))
-        if handle.preempt_at is not None:
-            limits.append((handle.preempt_at, "preempt"))
-        if not limits:
-            return None, None
-        at, why = min(limits)
-        return max(0.0, at - time.monotonic()), why
 
     def _run_host(self, spec: RunSpec, handle: RunHandle) -> Outcome:
         try:
@@ -225,7 +230,7 @@ class Runner:
         if not handle.attach(proc=proc):
             proc.wait()
             return Outcome(cancelled=handle.reason)
-        timeout, why = self._deadline(spec, handle, started)
+        timeout, why = handle.deadline(spec, started)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -235,112 +240,11 @@ class Runner:
             return Outcome(exit_code=code, cancelled=handle.reason)
         return Outcome(exit_code=code)
 
-    # -- containers --
-
-    def _run_container(self, spec: RunSpec, handle: RunHandle) -> Outcome:
-        import docker.errors
-
-        settings = spec.container
-        image = settings["imageName"]
-        try:
-            self._ensure_image(image, [settings["registry"]] if settings.get("registry") else spec.registries)
-        except Exception as e:
-            return Outcome(failure=failure(
-                "ContainerPullImageFailed", f"Pulling the image {image!r} failed: {str(e)[:300]}"))
-        try:
-            argv = shlex.split(spec.command_line)
-        except ValueError as e:
-            return Outcome(failure=failure("CommandLineInvalid", f"The command line cannot be split: {e}"))
-        root = str(spec.node_root or spec.task_dir)
-        kwargs = {}
-        user = container_user(settings.get("containerRunOptions") or "")
-        if user:
-            kwargs["user"] = user
-        if settings.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
-            kwargs["working_dir"] = str(spec.wd)
-        # Inside the container only Batch's variables and the task's own
-        # settings are set, not the emulator host's environment.
-        env = dict(spec.env)
-        try:
-            container = self.docker.containers.create(
-                image, command=argv or None, environment=env, detach=True,
-                volumes={root: {"bind": root, "mode": "rw"}}, **kwargs)
-        except docker.errors.APIError as e:
-            return Outcome(failure=failure("ContainerCreateFailed", f"Creating the container failed: {str(e)[:300]}"))
-        info = {"containerId": container.id, "state": "created"}
-        try:
-            if not handle.attach(container=container):
-                return Outcome(cancelled=handle.reason, container_info=info)
-            started = time.monotonic()
-            try:
-                container.start()
-            except docker.errors.APIError as e:
-                return Outcome(failure=failure("ContainerStartFailed", f"Starting the container failed: {str(e)[:300]}"),
-                               container_info={**info, "error": str(e)[:300]})
-            timeout, why = self._deadline(spec, handle, started)
-            try:
-                result = container.wait(timeout=timeout) if timeout is not None else container.wait()
-                code = int(result.get("StatusCode", -1))
-            except Exception:  # the wait timed out: the run reached its limit
-                handle.cancel(why)
-                code = int(container.wait().get("StatusCode", -1))
-            with open(spec.task_dir / "stdout.txt", "ab") as out:
-                out.write(container.logs(stdout=True, stderr=False))
-            with open(spec.task_dir / "stderr.txt", "ab") as err:
-                err.write(container.logs(stdout=False, stderr=True))
-            info["state"] = "exited"
-            if handle.reason is not None:
-                return Outcome(exit_code=code, cancelled=handle.reason, container_info=info)
-            return Outcome(exit_code=code, container_info=info)
-        finally:
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
-
-    def _ensure_image(self, image: str, registries: list[dict]) -> None:
-        import docker.errors
-
-        with self._pull_lock:   # one pull of an image at a time, not one per slot
-            try:
-                self.docker.images.get(image)
-                return
-            except docker.errors.ImageNotFound:
-                pass
-            repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
-            self.docker.images.pull(repo, tag=tag or "latest", auth_config=_auth_for(image, registries))
-
-    def prefetch(self, images: list[str], registries: list[dict]) -> None:
-        """Pull a pool's containerImageNames when a node starts (errors only logged)."""
-        if self.docker is None:
-            return
-        for image in images:
-            try:
-                self._ensure_image(image, registries)
-            except Exception:
-                pass  # the task that needs the image will report the failure
-
-
-def _auth_for(image: str, registries: list[dict]) -> dict | None:
-    """The credentials of the registry that serves ``image``, in docker SDK form."""
-    first = image.split("/")[0]
-    host = first if ("." in first or ":" in first or first == "localhost") and "/" in image else "docker.io"
-    for reg in registries:
-        server = (reg.get("registryServer") or "docker.io").split("://")[-1].rstrip("/")
-        if server == host and reg.get("username"):
-            return {"username": reg["username"], "password": reg.get("password", "")}
-    return None
-
-
-def _connect_docker():
-    try:
-        import docker
-
-        client = docker.from_env(timeout=30)
-        client.ping()
-        return client, None
-    except Exception as e:  # no socket, no daemon, no permission
-        return None, f"{type(e).__name__}: {e}"
+    def prefetch(self, images: list[str], registries: list[dict], cache: ImageCache) -> list[dict]:
+        """Pull a pool's containerImageNames as a node starts; the node's errors."""
+        if self.containers is None:
+            return []
+        return self.containers.prefetch(images, registries, cache)
 
 
 # --- output files -----------------------------------------------------------------
@@ -399,15 +303,3 @@ def _upload(container_url: str, blob_name: str, local: Path) -> None:
 
     with ContainerClient.from_container_url(container_url) as container, open(local, "rb") as data:
         container.upload_blob(blob_name, data, overwrite=True)
-
-
-def container_user(run_options: str):
-    """The --user (or -u) of a task's containerRunOptions, the one `docker
-    create` option the emulator honours; the others are ignored."""
-    words = shlex.split(run_options)
-    for position, word in enumerate(words):
-        if word in ("--user", "-u") and position + 1 < len(words):
-            return words[position + 1]
-        if word.startswith("--user="):
-            return word.split("=", 1)[1]
-    return None

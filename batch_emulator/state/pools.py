@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import exceptions as exc
 from .. import schemas
+from ..containers import ImageCache
 from .common import DEFAULT_RESIZE_TIMEOUT, DEFAULT_USER_IDENTITY, iso, new_etag, now_us
 
 
@@ -28,7 +29,7 @@ class Pool:
 class Node:
     __slots__ = ("id", "pool", "dedicated", "state", "state_time", "alloc_time", "boot_time",
                  "slots", "used", "runs", "total_run", "total_succeeded", "ip", "executor",
-                 "removing", "dir", "index")
+                 "removing", "dir", "index", "images", "errors")
 
     @property
     def free(self) -> int:
@@ -182,6 +183,7 @@ class PoolsMixin:
         node.ip = f"10.0.{node.index // 250}.{node.index % 250 + 4}"
         node.removing = False
         node.dir = pool.dir / node.id
+        node.images, node.errors = ImageCache(), []   # what it pulled; why it is unusable
         # One worker thread per task slot: a slot is a thread, nothing more.
         node.executor = ThreadPoolExecutor(max_workers=node.slots, thread_name_prefix=f"node{node.index}")
         pool.nodes[node.id] = node
@@ -200,8 +202,22 @@ class PoolsMixin:
             self._node_ready(node)
 
     def _prefetch_then_idle(self, node, images, registries):
-        self.runner.prefetch(images, registries)
-        self._node_ready(node)
+        errors = self.runner.prefetch(images, registries, node.images)
+        if not errors:
+            self._node_ready(node)
+            return
+        # A node that cannot pull a pool's container image reports it in its
+        # errors and goes unusable; Batch does not recover it, it stays in the
+        # pool (and billed) and runs no task. Source: "Pool and node errors",
+        # learn.microsoft.com/azure/batch/batch-pool-node-error-checking
+        with self.lock:
+            if node.pool.nodes.get(node.id) is not node or node.state != "starting":
+                return
+            node.errors = errors
+            if node.boot_time is None:   # the VM did boot; the pull came after
+                node.boot_time = now_us()
+            self._set_node_state(node, "unusable")
+            self._update_allocation(node.pool)
 
     def _node_ready(self, node: Node) -> None:
         with self.lock:
@@ -301,6 +317,8 @@ class PoolsMixin:
         if node.boot_time is not None:   # recorded: creating/starting nodes have neither yet
             body["lastBootTime"] = iso(node.boot_time)
             body["nodeAgentInfo"] = {"version": "emulator", "lastUpdateTime": iso(node.boot_time)}
+        if node.errors:
+            body["errors"] = node.errors
         if node.runs:
             body["recentTasks"] = [{
                 "taskUrl": f"{self.base_url}/jobs/{t.job.id}/tasks/{t.id}",
