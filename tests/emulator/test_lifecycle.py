@@ -6,8 +6,10 @@ On the service a deleted pool or job stays `deleting`, a terminated job
 the delays are short but long enough to be seen and asserted on.
 """
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -125,6 +127,41 @@ def test_a_terminated_job_is_terminating_then_completed(slow, slow_pool):
     assert task.state == bm.BatchTaskState.COMPLETED and task.execution_info.failure_info.code == "TaskEnded"
     assert task.execution_info.end_time <= job.state_transition_time
     assert code_of(lambda: slow.reactivate_task(job_id, "bad")) == "JobCompleted"
+
+
+def test_terminating_lasts_until_running_tasks_have_stopped(slow, slow_pool):
+    # A run busy downloading a resource file stops only when the download
+    # ends; the job stays terminating until then, past the delay.
+    slow_for = DELAY + 1.5
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(slow_for)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job_id = make_job(slow, slow_pool)
+        slow.create_task(job_id, bm.BatchTaskCreateOptions(
+            id="fetching", command_line=py("pass"), resource_files=[bm.ResourceFile(
+                http_url=f"http://127.0.0.1:{server.server_port}/x", file_path="x")]))
+        wait_for(lambda: slow.get_task(job_id, "fetching").state == bm.BatchTaskState.RUNNING, what="running")
+        started = time.monotonic()
+        slow.begin_terminate_job(job_id, terminate_options(), polling_interval=0.05).result()
+        assert time.monotonic() - started >= DELAY + 0.5
+        job = slow.get_job(job_id)
+        task = slow.get_task(job_id, "fetching")
+        assert job.state == bm.BatchJobState.COMPLETED and task.state == bm.BatchTaskState.COMPLETED
+        assert task.execution_info.end_time <= job.state_transition_time
+    finally:
+        server.shutdown()
 
 
 def test_all_tasks_complete_passes_through_terminating(slow, slow_pool):
