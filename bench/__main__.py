@@ -5,9 +5,16 @@ Every figure is a ratio or a count measured in this one run, on this machine:
   local / joblib     bench/local.py: the local backend's wall time over
                      joblib.Parallel(n_jobs=-1)'s on the same tasks
   azure              bench/azure.py, on Azurite and the Batch emulator:
-                     staging vs the raw SDK and vs a loop, Batch requests per
-                     task, last task's end to the printed aggregate, and the
-                     controller's peak memory at two sizes
+                     staging vs the raw SDK at the same concurrency and vs a
+                     loop, Batch requests per task, last task's end to the
+                     printed aggregate, and the controller's peak memory at
+                     two sizes
+  worker image       bench/docker.py, through the Docker engine: image size,
+                     first build, rebuilds, one container's cost (skipped,
+                     with the reason printed, where there is no engine)
+
+Comparisons run in ABBA order over the rounds; every timed figure is the
+median over rounds with its min–max range.
 
 The table is printed (markdown) and written to bench/results/latest.md.
 
@@ -27,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import azure, local
+from bench import azure, docker, local
+from bench.stats import Spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,18 +67,18 @@ def load() -> str:
 
 
 def row(figure: str, value: str, goal: str, met) -> str:
-    verdict = "—" if met is None else ("yes" if met else "**no**")
-    return f"| {figure} | {value} | {goal} | {verdict} |"
+    shown = "—" if met is None else (met if isinstance(met, str) else ("yes" if met else "**no**"))
+    return f"| {figure} | {value} | {goal} | {shown} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one round: a try-out, not the real figures")
-    parser.add_argument("--rounds", type=int, help="rounds of the alternated comparisons (default: 3, 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="rounds of each comparison and timing (default: 5, 2 with --quick)")
     parser.add_argument("--poll-interval", type=float, default=azure.DEFAULT_POLL, help="the azure runs' --poll-interval (default: the kit's, %(default)s s)")
     options = parser.parse_args()
     sizes = SIZES[options.quick]
-    rounds = options.rounds or (1 if options.quick else 3)
+    rounds = options.rounds or (2 if options.quick else 5)
     poll = options.poll_interval
 
     def say(message: str) -> None:
@@ -87,10 +95,10 @@ def main() -> None:
     small, large = sizes["memory"]
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         kit = azure.Kit(Path(folder))
-        say(f"staging {sizes['azure']} inputs: kit vs raw SDK (16 threads) vs one at a time, {rounds} rounds ...")
+        say(f"staging {sizes['azure']} inputs: kit vs raw SDK (same threads) vs one at a time, {rounds} ABBA rounds ...")
         with azure.local_cloud() as cloud:
             upload = azure.staging(cloud, kit, sizes["azure"], rounds)
-        say(f"  kit {upload.rate(upload.kit):.0f} files/s, SDK 16 threads {upload.rate(upload.sdk16):.0f} files/s, loop {upload.rate(upload.serial):.0f} files/s")
+        say(f"  kit {upload.rate(upload.kit):.0f} files/s, SDK {upload.threads} threads {upload.rate(upload.sdk):.0f} files/s, loop {upload.rate(upload.serial):.0f} files/s")
         runs, failed = {}, {}
         for count in sorted({sizes["azure"], small, large}):
             say(f"a {count}-task azure run through the CLI (poll interval {poll:g} s) ...")
@@ -102,10 +110,14 @@ def main() -> None:
                     say(f"  failed: {failed[count]}")
                     continue
             say(f"  {runs[count].wall:.0f} s, {runs[count].request_total} Batch requests, peak RSS {runs[count].peak_rss_mb:.0f} MB")
+    say(f"the worker image: size, first build, rebuilds, containers, {rounds} rounds ...")
+    image = docker.measure(rounds, say=say)
+    if isinstance(image, str):
+        say(f"  not measured: {image}")
     load_after = load()
     run = runs[sizes["azure"]]
 
-    kit_rate, sdk_rate, serial_rate = upload.rate(upload.kit), upload.rate(upload.sdk16), upload.rate(upload.serial)
+    kit_rate, sdk_rate, serial_rate = upload.rate(upload.kit), upload.rate(upload.sdk), upload.rate(upload.serial)
     rss = {n: (f"{runs[n].peak_rss_mb:.0f} MB" if n in runs else f"run failed ({failed[n]})") for n in (small, large)}
     growth = runs[large].peak_rss_mb - runs[small].peak_rss_mb if small in runs and large in runs else None
     cli_upload = run.summary["phases"]["upload"]
@@ -115,27 +127,32 @@ def main() -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}; `python -m bench{' --quick' if options.quick else ''}` took {(time.time() - started) / 60:.1f} min",
         f"- machine: {machine()}",
         f"- load average (1, 5, 15 min) before: {load_before}; after: {load_after}",
+        f"- timed figures: median over {rounds} rounds (min–max); comparisons in ABBA order",
         "",
         "| figure | measured | goal | met |",
         "|---|---|---|---|",
-        row(f"local backend / joblib.Parallel, {sizes['local_a']} tasks of ~50 ms CPU (wall time)", f"{local_a:.2f}", "≤ 1.10", local_a <= 1.10),
-        row(f"local backend / joblib.Parallel, {sizes['local_b']} tasks of almost no work (wall time)", f"{local_b:.2f}", "≤ 10", local_b <= 10),
-        row(f"azure staging rate / raw SDK 16-thread upload rate ({upload.files} files)", f"{kit_rate / sdk_rate:.2f}", "≥ 0.9", kit_rate / sdk_rate >= 0.9),
-        row(f"azure staging rate / one-at-a-time upload loop ({upload.files} files)", f"{kit_rate / serial_rate:.1f}", "—", None),
+        row(f"local backend / joblib.Parallel, {sizes['local_a']} tasks of ~50 ms CPU (wall time)", local_a.ratio.text(), "≤ 1.10", verdict(local_a.ratio, 1.10)),
+        row(f"local backend / joblib.Parallel, {sizes['local_b']} tasks of almost no work (wall time)", local_b.ratio.text(), "≤ 10", verdict(local_b.ratio, 10)),
+        row(f"azure staging rate / raw SDK rate, both {upload.threads} threads ({upload.files} files)",
+            f"{upload.kit_over_sdk.text()} ({kit_rate:.0f} vs {sdk_rate:.0f} files/s)", "≥ 0.9", verdict(upload.kit_over_sdk, 0.9, at_least=True)),
+        row(f"azure staging rate / one-at-a-time upload loop ({upload.files} files)", upload.kit_over_serial.text(".1f"), "—", None),
         row(f"Batch API requests per task, {run.tasks}-task run, poll {poll:g} s", f"{run.requests_per_task:.4f} ({run.request_total} requests)", "≤ 0.05", run.requests_per_task <= 0.05),
         row(f"last task's end → aggregate printed, {run.tasks}-task run", f"{run.latency:.2f} s = {run.latency / poll:.2f} poll intervals", f"≤ 2 poll intervals ({2 * poll:g} s)", run.latency <= 2 * poll),
         row("controller peak RSS", f"{rss[small]} at {small:,} tasks, {rss[large]} at {large:,}", "—", None),
         row(f"controller peak RSS growth, {small:,} → {large:,} tasks", "not measured" if growth is None else f"{growth:+.0f} MB", "≤ 50 MB", None if growth is None else growth <= 50),
+        *image_rows(image),
         "",
         "What each figure is:",
         "",
-        f"- local / joblib: bench/local.py — wall time of `controller.py` (local backend, fresh process, staging and collecting included) over `joblib.Parallel(n_jobs=-1)` on the same task.py, medians of {rounds} alternated rounds.",
-        f"- staging: the kit's upload code path (`BlobStore.upload_files`, default `--upload-threads`) vs `ContainerClient.upload_blob` in a 16-thread `ThreadPoolExecutor` (default SDK client) vs the same call in a loop; the same {upload.files} staged inputs (task inputs + config) to Azurite, each side timed around its uploads in a fresh process, {rounds} alternated rounds, medians: "
-        f"kit {kit_rate:.0f} files/s, SDK 16 threads {sdk_rate:.0f} files/s, loop {serial_rate:.0f} files/s (per-round seconds: kit {fmt(upload.kit)}, SDK {fmt(upload.sdk16)}, loop {fmt(upload.serial)}). "
+        f"- local / joblib: bench/local.py — wall time of `controller.py` (local backend, fresh process, staging and collecting included) over `joblib.Parallel(n_jobs=-1)` on the same task.py, in fresh processes; each round runs both back to back, kit first in odd rounds and joblib first in even ones; the ratio of each round, median (min–max). "
+        f"Seconds per round: (a) kit {local_a.kit.rounds()}, joblib {local_a.joblib.rounds()}; (b) kit {local_b.kit.rounds()}, joblib {local_b.joblib.rounds()}.",
+        f"- staging: the kit's upload code path (`BlobStore.upload_files`, its default `--upload-threads` {upload.threads}) vs `ContainerClient.upload_blob` in a {upload.threads}-thread `ThreadPoolExecutor` (default SDK client) vs the same call in a loop; the same {upload.files} staged inputs (task inputs + config) to Azurite, each side timed around its uploads in a fresh process, rounds in ABBA order, the ratio of each round, median (min–max): "
+        f"median rates kit {kit_rate:.0f} files/s, SDK {sdk_rate:.0f} files/s, loop {serial_rate:.0f} files/s (seconds per round: kit {upload_fmt(upload.kit)}, SDK {upload_fmt(upload.sdk)}, loop {upload_fmt(upload.serial)}). "
         f"The {run.tasks}-task CLI run's own upload phase (listing + uploads): {run.tasks + 1} files in {cli_upload:.2f} s = {(run.tasks + 1) / cli_upload:.0f} files/s.",
-        f"- Batch requests: every request the emulator served during the CLI run (`controller.py --backend azure`, task command `{azure.CHEAP_COMMAND}`, 4 nodes × 8 slots), divided by the task count: {breakdown(run.requests)}.",
-        f"- latency: the aggregate line's arrival on the controller's stdout minus the latest `executionInfo.endTime` of the job's tasks (the emulator's clock, this machine's).",
-        f"- memory: `ru_maxrss` of the controller process (RUSAGE_CHILDREN of a fresh parent per run) over whole CLI runs of {small:,} and {large:,} cheap tasks against fresh Azurite and emulator each; run wall times {', '.join(f'{n:,}: {r.wall:.0f} s' for n, r in sorted(runs.items()))}.",
+        f"- Batch requests: every request the emulator served during the CLI run (`controller.py --backend azure`, task command `{azure.CHEAP_COMMAND}`, 4 nodes × 8 slots), divided by the task count: {breakdown(run.requests)}. One run.",
+        f"- latency: the aggregate line's arrival on the controller's stdout minus the latest `executionInfo.endTime` of the job's tasks (the emulator's clock, this machine's). One run.",
+        f"- memory: `ru_maxrss` of the controller process (RUSAGE_CHILDREN of a fresh parent per run) over whole CLI runs of {small:,} and {large:,} cheap tasks against fresh Azurite and emulator each; one run each, wall times {', '.join(f'{n:,}: {r.wall:.0f} s' for n, r in sorted(runs.items()))}.",
+        image_note(image),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
@@ -144,8 +161,38 @@ def main() -> None:
     say(f"written to {RESULTS / 'latest.md'}")
 
 
-def fmt(values: list) -> str:
+def upload_fmt(values: list) -> str:
     return "/".join(f"{value:.2f}" for value in values)
+
+
+def verdict(spread: Spread, goal: float, at_least: bool = False):
+    """yes: every round met the goal; no: the median missed it; else the range straddles it."""
+    meets = (lambda v: v >= goal) if at_least else (lambda v: v <= goal)
+    if all(meets(v) for v in spread.values):
+        return True
+    if not meets(spread.median):
+        return False
+    return "median only"
+
+
+def image_rows(image) -> list:
+    if isinstance(image, str):
+        return [row("worker image: size, first build, rebuilds, container", f"not measured: {image}", "—", None)]
+    return [
+        row("worker image size", f"{image.image_mb:.0f} MB ({image.base_mb:.0f} MB base + {image.image_mb - image.base_mb:.0f} MB)", "—", None),
+        row("worker image, first build (base present)", image.first_build.text(".1f", " s"), "—", None),
+        row("worker image, rebuild after a task.py edit", image.rebuild_edit.text(".2f", " s"), "—", None),
+        row("worker image, rebuild with nothing changed", image.rebuild_same.text(".2f", " s"), "—", None),
+        row("one container, create → removal (`true`)", image.container.text(".2f", " s"), "—", None),
+    ]
+
+
+def image_note(image) -> str:
+    if isinstance(image, str):
+        return f"- worker image: not measured here ({image})."
+    return (f"- worker image: bench/docker.py, through the Docker engine (docker SDK) on a copy of the kit with the example task.py, base `{image.base_image}`; size as the engine reports it (MB = 10^6 bytes); "
+            f"first build with nothing cached but the base (pip downloads and installs requirements-worker.txt); rebuilds through `superbatch.image.build` after appending a line to task.py and with nothing changed; "
+            f"container: create, start, wait, remove, as the docker backend does per task, {len(image.container.values)} containers. Seconds per round: first build {image.first_build.rounds('.1f')}, after edit {image.rebuild_edit.rounds()}.")
 
 
 def breakdown(requests: dict) -> str:

@@ -5,10 +5,11 @@ Everything runs on this machine, in one run of this script:
 
   staging   the kit's upload code path (BlobStore.upload_files, with the
             backend's settings and its default --upload-threads) against the
-            raw azure-storage-blob SDK, 16 threads in a ThreadPoolExecutor, and
-            against a loop of single uploads: the same N staged task inputs,
-            the same Azurite, each upload timed in a fresh process, rounds
-            alternating; rates are medians.
+            raw azure-storage-blob SDK on as many threads (a ThreadPoolExecutor
+            of the same size), and against a loop of single uploads: the same
+            N staged task inputs, the same Azurite, each upload timed in a
+            fresh process, rounds in ABBA order; ratios are medians of the
+            rounds' ratios, with their min–max range.
   run       the real CLI (`controller.py --backend azure`) over N tasks whose
             command is `/bin/cp resource.pickle output.pickle` (so the
             aggregate is the sum of the parameters), at the default poll
@@ -18,7 +19,7 @@ Everything runs on this machine, in one run of this script:
             aggregate line appeared on the controller's stdout; the
             controller's peak RSS (getrusage of a fresh parent per run).
 
-    python -m bench.azure [--tasks 2000] [--rounds 3] [--poll-interval 5]
+    python -m bench.azure [--tasks 2000] [--rounds 5] [--poll-interval 5]
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.stats import Spread, order, ratios
 from tests.kit import Kit
 from tests.support.servers import kit_environment, start_azurite, start_batch_emulator
 
@@ -63,14 +64,14 @@ TASK = """
 UPLOAD = r"""
 import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
-mode, kit, listing, container_name = sys.argv[1:5]
+mode, kit, listing, container_name, threads = sys.argv[1:6]
 sys.path.insert(0, kit)
 items = json.load(open(listing))
 if mode == "kit":
     from superbatch.cli import build_parser
     from superbatch.backends.azure.settings import AzureSettings
     from superbatch.backends.azure.storage import BlobStore
-    options = build_parser().parse_args(["--backend", "azure", "--container", container_name])
+    options = build_parser().parse_args(["--backend", "azure", "--container", container_name, "--upload-threads", threads])
     store = BlobStore(AzureSettings.from_environment(options, "bench"))
     store.create_container()
     started = time.perf_counter()
@@ -85,8 +86,8 @@ else:
         with open(path, "rb") as data:
             container.upload_blob(name, data, overwrite=True)
     started = time.perf_counter()
-    if mode == "sdk16":
-        with ThreadPoolExecutor(16) as pool:
+    if mode == "sdk":
+        with ThreadPoolExecutor(int(threads)) as pool:
             count = sum(1 for _ in pool.map(upload, items))
     else:  # one at a time
         count = 0
@@ -192,36 +193,52 @@ def cli_run(cloud: Cloud, kit: Kit, run: str, count: int, poll_interval: float, 
         lines=[line for _, line in lines])
 
 
+def default_upload_threads() -> int:
+    """The kit's own --upload-threads default: the concurrency both sides get."""
+    from superbatch.cli import build_parser
+    return build_parser().parse_args(["--backend", "azure"]).upload_threads
+
+
 @dataclass
 class StagingResult:
     files: int
-    kit: list
-    sdk16: list
+    threads: int
+    kit: list  # seconds per round
+    sdk: list
     serial: list
 
     def rate(self, side: list) -> float:
         return self.files / statistics.median(side)
 
+    @property
+    def kit_over_sdk(self) -> Spread:  # a rate ratio: the other side's time over the kit's
+        return ratios(self.sdk, self.kit)
 
-def staging(cloud: Cloud, kit: Kit, count: int, rounds: int) -> StagingResult:
-    """The same `count` staged inputs uploaded by the kit, the raw SDK (16 threads) and a loop."""
+    @property
+    def kit_over_serial(self) -> Spread:
+        return ratios(self.serial, self.kit)
+
+
+def staging(cloud: Cloud, kit: Kit, count: int, rounds: int, threads: int | None = None) -> StagingResult:
+    """The same `count` staged inputs uploaded by the kit, the raw SDK (as many threads) and a loop."""
+    threads = threads or default_upload_threads()
     kit.write_task(TASK.format(count=count))
     staged = subprocess.run([sys.executable, "-c", STAGE, str(kit.path), "upload-bench"], cwd=kit.path,
                             capture_output=True, text=True, check=True)
     items = json.loads(staged.stdout)
     listing = kit.path / "upload-items.json"
     listing.write_text(json.dumps(items))
-    times: dict = {"kit": [], "sdk16": [], "serial": []}
+    times: dict = {"kit": [], "sdk": [], "serial": []}
     for round_ in range(rounds):
-        for mode in ("kit", "sdk16", "serial"):
+        for mode in order(times, round_):
             container = f"bench-{mode}-{round_}"
-            done = subprocess.run([sys.executable, "-c", UPLOAD, mode, str(kit.path), str(listing), container],
+            done = subprocess.run([sys.executable, "-c", UPLOAD, mode, str(kit.path), str(listing), container, str(threads)],
                                   cwd=kit.path, env={**os.environ, **cloud.env}, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"{mode} upload failed: {done.stderr[-2000:]}")
             times[mode].append(float(done.stdout.strip().splitlines()[-1]))
             cloud.azurite.blob_service().delete_container(container)
-    return StagingResult(len(items), times["kit"], times["sdk16"], times["serial"])
+    return StagingResult(len(items), threads, times["kit"], times["sdk"], times["serial"])
 
 
 # Stage task.py's inputs into runs/<run>/ with the kit's own Stager, and list
@@ -245,11 +262,11 @@ print(json.dumps(items))
 """
 
 
-def measure(tasks: int = 2000, rounds: int = 3, poll_interval: float = DEFAULT_POLL, say=print) -> dict:
+def measure(tasks: int = 2000, rounds: int = 5, poll_interval: float = DEFAULT_POLL, say=print) -> dict:
     """Every azure figure, measured in this one call (fresh servers)."""
     with tempfile.TemporaryDirectory(prefix="bench-azure-") as folder, local_cloud() as cloud:
         kit = Kit(Path(folder))
-        say(f"staging {tasks} inputs: kit vs raw SDK (16 threads) vs one at a time, {rounds} rounds ...")
+        say(f"staging {tasks} inputs: kit vs raw SDK vs one at a time, {rounds} ABBA rounds ...")
         upload = staging(cloud, kit, tasks, rounds)
         say(f"a {tasks}-task run through the CLI, poll interval {poll_interval:g} s ...")
         run = cli_run(cloud, kit, "bench", tasks, poll_interval)
@@ -259,14 +276,14 @@ def measure(tasks: int = 2000, rounds: int = 3, poll_interval: float = DEFAULT_P
 def report(figures: dict) -> list:
     upload: StagingResult = figures["staging"]
     run: RunResult = figures["run"]
-    kit_rate, sdk_rate, serial_rate = upload.rate(upload.kit), upload.rate(upload.sdk16), upload.rate(upload.serial)
+    kit_rate, sdk_rate, serial_rate = upload.rate(upload.kit), upload.rate(upload.sdk), upload.rate(upload.serial)
     cli_upload = run.summary["phases"].get("upload")
     return [
-        f"staging: kit {kit_rate:.0f} files/s, raw SDK 16 threads {sdk_rate:.0f} files/s, one at a time {serial_rate:.0f} files/s"
+        f"staging: kit {kit_rate:.0f} files/s, raw SDK {upload.threads} threads {sdk_rate:.0f} files/s, one at a time {serial_rate:.0f} files/s"
         f" ({upload.files} files, medians of {len(upload.kit)} rounds; the CLI run's own upload phase: "
         f"{run.tasks + 1} files in {cli_upload:.2f} s = {(run.tasks + 1) / cli_upload:.0f} files/s)",
-        f"(1) staging rate / raw SDK 16-thread rate: {kit_rate / sdk_rate:.2f} (goal >= 0.9)",
-        f"(2) staging rate / one-at-a-time loop:     {kit_rate / serial_rate:.1f}",
+        f"(1) staging rate / raw SDK rate, both {upload.threads} threads: {upload.kit_over_sdk.text()} (goal >= 0.9)",
+        f"(2) staging rate / one-at-a-time loop:     {upload.kit_over_serial.text('.1f')}",
         f"(3) Batch requests per task, {run.tasks} tasks, poll {run.poll_interval:g} s: {run.requests_per_task:.4f}"
         f" ({run.request_total} requests: {', '.join(f'{op} {n}' for op, n in sorted(run.requests.items()))}) (goal <= 0.05)",
         f"(4) last task's end -> aggregate printed:  {run.latency:.2f} s = {run.latency / run.poll_interval:.2f} poll intervals (goal <= 2)",
@@ -277,7 +294,7 @@ def report(figures: dict) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL)
     options = parser.parse_args()
     figures = measure(options.tasks, options.rounds, options.poll_interval, say=lambda m: print(m, file=sys.stderr))

@@ -3,21 +3,23 @@
 Both sides run in fresh Python processes (cold worker pools), timed from
 inside, from reading task.py to the aggregate: for the kit that includes
 staging every input to disk, a working directory per task and the outputs
-collected from disk. Rounds alternate between the two so that the machine's
-noise hits both alike; the ratios are of medians.
+collected from disk. Rounds run in ABBA order (kit first, then joblib
+first, ...) so that the machine's noise hits both alike; each ratio is the
+median of the rounds' ratios, with their min–max range.
 
-    python -m bench.local [--rounds 3]
+    python -m bench.local [--rounds 5]
 """
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.stats import Spread, order, ratios
 from tests.kit import Kit
 
 TASK = """
@@ -74,31 +76,41 @@ def timed(script: str) -> tuple[float, str]:
     return float(done.stderr.strip().splitlines()[-1]), done.stdout.strip().splitlines()[-1]
 
 
-def compare(label: str, count: int, loops: int, rounds: int) -> float:
-    kit_times, joblib_times = [], []
+@dataclass
+class Comparison:
+    ratio: Spread  # kit / joblib, round by round
+    kit: Spread  # seconds per round
+    joblib: Spread
+
+
+def compare(label: str, count: int, loops: int, rounds: int) -> Comparison:
+    """Round-by-round ratios of the kit's wall time over joblib's on `count` tasks."""
+    times: dict = {"kit": [], "joblib": []}
     with tempfile.TemporaryDirectory() as folder:
         kit = Kit(Path(folder))
         kit.write_task(TASK.format(loops=loops, count=count))
+        reference = None
         for round_ in range(rounds):
-            seconds, reference = timed(JOBLIB.format(kit=folder))
-            joblib_times.append(seconds)
-            seconds, result = timed(KIT.format(kit=folder, run=f"bench{round_}"))
-            kit_times.append(seconds)
-            assert result == reference, (result, reference)
-    ratio = statistics.median(kit_times) / statistics.median(joblib_times)
-    print(f"{label:<42} kit {statistics.median(kit_times):7.3f} s   joblib {statistics.median(joblib_times):7.3f} s   ratio {ratio:5.2f}")
-    return ratio
+            for side in order(("kit", "joblib"), round_):
+                script = KIT.format(kit=folder, run=f"bench{round_}") if side == "kit" else JOBLIB.format(kit=folder)
+                seconds, result = timed(script)
+                times[side].append(seconds)
+                reference = reference or result
+                assert result == reference, (side, result, reference)
+    result = Comparison(ratios(times["kit"], times["joblib"]), Spread(times["kit"]), Spread(times["joblib"]))
+    print(f"{label:<42} kit {result.kit.text('.3f', ' s')}   joblib {result.joblib.text('.3f', ' s')}   ratio {result.ratio.text()}")
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
     loops = loops_for(0.050)
-    print(f"# local backend / joblib.Parallel(n_jobs=-1), medians of {options.rounds} rounds, {time.strftime('%Y-%m-%d')}")
+    print(f"# local backend / joblib.Parallel(n_jobs=-1), medians (min–max) of {options.rounds} ABBA rounds, {time.strftime('%Y-%m-%d')}")
     a = compare("(a) 200 tasks of ~50 ms CPU (goal <= 1.10)", 200, loops, options.rounds)
     b = compare("(b) 2000 tasks of almost no work (goal <= 10)", 2000, 0, options.rounds)
-    print(f"ratios: a={a:.2f} b={b:.2f}")
+    print(f"ratios: a={a.ratio.text()} b={b.ratio.text()}")
 
 
 if __name__ == "__main__":
