@@ -143,6 +143,9 @@ def test_inputs_all_uploaded_make_no_storage_request(cloud, kit, resumed):
 
 
 def test_outputs_already_home_are_not_downloaded_again(resumed):
+    """Two guards in flow.py keep this so (the pending list leaves home outputs out;
+    an output found home is not fetched): either alone suffices, so only with both
+    switched off does this test fail."""
     downloads = {int(path.rsplit("task_", 1)[1].split("_")[0]): n
                  for (method, path), n in resumed.blob_requests.items() if method == "GET" and path.endswith("_output.pickle")}
     assert downloads == {index: 1 for index in range(COUNT) if index not in resumed.home_at_kill}
