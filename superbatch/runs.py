@@ -27,8 +27,9 @@ JOURNAL_FILE = "run.json"
 JOURNAL_VERSION = 1
 
 # Run names become parts of Batch job and task ids (at most 64 characters of
-# letters, digits, hyphens and underscores) and of blob names.
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+# letters, digits, hyphens and underscores) and of blob names. "__" is kept
+# for the kit: it separates a run's name from its job number in job ids.
+RUN_NAME = re.compile(r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
 def default_run_name() -> str:
@@ -37,7 +38,7 @@ def default_run_name() -> str:
 
 def check_run_name(name: str) -> str:
     if not RUN_NAME.match(name):
-        raise UsageError(f"--run {name!r}: use 1 to 40 letters, digits, '-' or '_', starting with a letter or digit")
+        raise UsageError(f"--run {name!r}: use 1 to 40 letters, digits, '-' or '_' (not '__'), starting with a letter or digit")
     return name
 
 

@@ -28,7 +28,9 @@ def settings(flags=(), **env):
 def test_good_settings_and_their_defaults():
     s = settings()
     assert s.batch_endpoint == "https://mybatch.westeurope.batch.azure.com"
-    assert s.container == "superbatch-run-1"  # derived from the run name, made a valid container name
+    # Derived from the run name, made a valid container name; "Run_1" loses its
+    # capital and '_' on the way, so a hash of the exact name keeps it its own.
+    assert s.container.startswith("superbatch-run-1-") and len(s.container) == len("superbatch-run-1-") + 6
     assert s.vm_image == ("microsoft-dsvm", "ubuntu-hpc", "2404") and s.node_agent_sku == "batch.node.ubuntu 24.04"
     assert not s.uses_entra
     assert "c2VjcmV0" not in repr(s) and "a2V5" not in repr(s)
@@ -86,3 +88,20 @@ def test_entra_path_without_a_sign_in_is_one_clear_line(kit):
     assert errors == ["error: reaching Batch account 'mybatch' failed: no Microsoft Entra ID sign-in is available "
                       "(run `az login`, or set the account key); check BATCH_ACCOUNT_* variables"]
     assert not (kit.run_dir("entra") / "config.pickle").exists()  # nothing staged either
+
+
+def test_runs_whose_names_differ_only_in_case_or_punctuation_never_share_a_container():
+    from superbatch.backends.azure.settings import default_container
+
+    names = ["sweep", "Sweep", "SWEEP", "sweep_1", "sweep-1", "Sweep-1"]
+    containers = [default_container(name) for name in names]
+    assert len(set(containers)) == len(names), containers
+    assert default_container("sweep-1") == "superbatch-sweep-1"  # a name that needs no change keeps its plain form
+
+
+def test_runs_whose_names_differ_only_in_case_never_share_a_job():
+    from superbatch.backends.azure.backend import job_id
+
+    # Batch compares ids without regard to case.
+    ids = [job_id(name, number).lower() for name in ("sweep", "Sweep", "sweep-2", "SWEEP") for number in (1, 2)]
+    assert len(set(ids)) == len(ids), ids

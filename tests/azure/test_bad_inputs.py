@@ -72,7 +72,7 @@ CASES = [
     ("bad-backend", task_source(), ["--backend", "slurm"], {}, None,
      "error: argument --backend: invalid choice: 'slurm' (choose from 'local', 'docker', 'azure') (see --help)", True),
     ("bad-run-name", task_source(), ["--run", "no spaces"], {}, None,
-     "error: argument --run: use 1 to 40 letters, digits, '-' or '_', starting with a letter or digit (see --help)", True),
+     "error: argument --run: use 1 to 40 letters, digits, '-' or '_' (not '__'), starting with a letter or digit (see --help)", True),
     ("missing-account", task_source(), [], {"BATCH_ACCOUNT_NAME": ""}, None,
      "error: BATCH_ACCOUNT_NAME is not set: export the name of your Batch account (see the README's cloud quick start)", True),
     ("malformed-endpoint", task_source(), [], {"BATCH_ACCOUNT_ENDPOINT": "ftp://batch"}, None,

@@ -153,8 +153,9 @@ def test_outputs_already_home_are_not_downloaded_again(resumed):
 
 def test_a_failed_task_runs_again_on_rerun(kit, cloud, files):
     """Task 3 fails while the flag file exists; the flag is removed (task.py "fixed")
-    and the run rerun: task 3 runs a second time, in the same Batch task
-    (reactivated, not added again), and the result is the plain loop's."""
+    and the run rerun: task 3 runs a second time, as a new Batch task (a task
+    cannot change once added, so it is never reactivated), and the result is
+    the plain loop's. The first run's job ended with the run."""
     files["release"].touch()
     files["broken"].touch()
     failed = cloud.run(kit, "failed")
@@ -168,4 +169,36 @@ def test_a_failed_task_runs_again_on_rerun(kit, cloud, files):
     assert runs_of_each_task(files["ran.log"]) == collections.Counter([*range(COUNT), BROKEN])
     assert last_line(rerun.stdout) == serial_loop(kit)
     stats = cloud.emulator.stats()["tasks"]
-    assert stats["received"] == COUNT and stats["started"] == COUNT + 1
+    assert stats["received"] == COUNT + 1 and stats["started"] == COUNT + 1
+    assert cloud.emulator.client().get_job("superbatch-failed").state in ("terminating", "completed")
+
+
+def test_a_task_that_failed_while_the_controller_was_away_runs_again_as_a_new_task(kit, cloud, files, tmp_path):
+    """The controller is killed; meanwhile task 3 fails. The rerun reattaches to
+    the job, which still runs the held tasks, and adds task 3 again under a new
+    id (a reactivated task would rerun with its old definition)."""
+    run = "away"
+    files["broken"].touch()
+    flags = cloud.flags(kit, run, *SLOTS)
+    process = subprocess.Popen(kit.command(*flags), cwd=kit.path, env={**os.environ, **cloud.env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (reached(cloud, kit, run, "downloading", FREE - 1) and cloud.emulator.stats()["tasks"].get("failed")):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert BROKEN not in kit.outputs(run)
+
+    files["broken"].unlink()
+    files["release"].touch()
+    rerun = cloud.run(kit, run, *SLOTS)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "reattaching to job superbatch-away" in rerun.stderr
+    assert last_line(rerun.stdout) == serial_loop(kit)
+    assert runs_of_each_task(files["ran.log"])[BROKEN] == 2 + 1  # twice by the kit, once by the plain loop
+    assert cloud.emulator.stats()["tasks"]["received"] == COUNT + 1
+    ids = {task.id for task in cloud.job_tasks("superbatch-away")}
+    assert f"{run}-{BROKEN}-r1" in ids and len(ids) == COUNT + 1

@@ -8,7 +8,8 @@ from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 
-from .clients import explain, transport
+from .clients import error_code, explain, transport
+from .codes import batch_error, is_exists
 from .settings import AzureSettings
 
 # Only what following the tasks needs, so a page of 1000 tasks stays small.
@@ -63,12 +64,34 @@ class BatchService:
             ),
             network_configuration=models.NetworkConfiguration(subnet_id=s.subnet_id) if s.subnet_id else None,
         )
-        return created_unless_exists(lambda: self.client.create_pool(pool), f"pool {s.pool_id!r}")
+        return self._created_unless_exists(lambda: self.client.create_pool(pool), f"creating pool {s.pool_id!r}")
 
     def create_job(self, job_id: str) -> bool:
         """Create the run's job unless it exists (a resumed run); returns whether it was created."""
         job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id))
-        return created_unless_exists(lambda: self.client.create_job(job), f"job {job_id!r}")
+        return self._created_unless_exists(lambda: self.client.create_job(job), f"creating job {job_id!r}", job=job_id)
+
+    def job_state(self, job_id: str) -> Optional[str]:
+        """The job's state (active, terminating, completed, deleting...), None when there is no such job."""
+        try:
+            state = self.client.get_job(job_id, select=["state"]).state
+        except ResourceNotFoundError:
+            return None
+        except Exception as error:
+            raise batch_error(error, f"reading job {job_id!r}", job=job_id) from None
+        return str(getattr(state, "value", state))
+
+    def _created_unless_exists(self, create, doing: str, job: str = "") -> bool:
+        """Run a create call; False when it already exists (a resumed run, a shared
+        pool). Only the service's ...Exists codes mean that: every other 409
+        (a quota reached, a pool being deleted) is an error of its own."""
+        try:
+            create()
+            return True
+        except Exception as error:
+            if is_exists(error):
+                return False
+            raise batch_error(error, doing, pool=self.settings.pool_id, job=job, account=self.settings.batch_account) from None
 
     # The begin_* operations below send their request at once; we do not wait
     # for the service to finish terminating or deleting (minutes, in the cloud).
@@ -79,8 +102,10 @@ class BatchService:
             self.client.begin_terminate_job(job_id, {"terminateReason": reason})
         except ResourceNotFoundError:
             pass
-        except ResourceExistsError:
-            pass  # already terminated or completed
+        except ResourceExistsError as error:
+            # Already ending or ended: nothing to do. Anything else is worth a line.
+            if error_code(error) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
+                raise batch_error(error, f"ending job {job_id!r}", job=job_id) from None
 
     def delete_job(self, job_id: str) -> None:
         try:
@@ -137,9 +162,6 @@ class BatchService:
             condition += f" and stateTransitionTime gt datetime'{since.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
         return self.client.list_tasks(job_id, filter=condition, select=TASK_FIELDS, max_results=1000)
 
-    def reactivate(self, job_id: str, task_id: str) -> None:
-        self.client.reactivate_task(job_id, task_id)
-
     def stderr_tail(self, job_id: str, task_id: str, limit: int = 64 * 1024) -> str:
         """The end of a task's stderr.txt, or why it cannot be read."""
         try:
@@ -147,17 +169,6 @@ class BatchService:
         except Exception as error:
             return f"(stderr.txt unavailable: {type(error).__name__})"
         return data[-limit:].decode(errors="replace")
-
-
-def created_unless_exists(create, what: str) -> bool:
-    """Run a create call; False when it already exists (a resumed run, a shared pool)."""
-    try:
-        create()
-        return True
-    except ResourceExistsError:
-        return False
-    except Exception as error:
-        raise explain(error, f"creating {what}") from None
 
 
 def failure_text(info: Optional[models.BatchTaskExecutionInfo]) -> str:

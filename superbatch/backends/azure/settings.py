@@ -102,7 +102,7 @@ class AzureSettings:
 
         if not POOL_ID.match(options.pool_id):
             raise SuperbatchError(f"--pool-id {options.pool_id!r}: use 1 to 64 letters, digits, '-' or '_'")
-        container = options.container or "superbatch-" + re.sub(r"[^a-z0-9]+", "-", run_name.lower()).strip("-")
+        container = options.container or default_container(run_name)
         if not CONTAINER.match(container):
             raise SuperbatchError(f"--container {container!r} is not a valid blob container name: 3 to 63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit")
         vm_image = tuple(options.vm_image.split(":"))
@@ -131,6 +131,19 @@ class AzureSettings:
             sas_hours=options.sas_hours, poll_interval=options.poll_interval, task_command=options.task_command,
             threads=options.upload_threads,
         )
+
+
+def default_container(run_name: str) -> str:
+    """superbatch-<run>, in the lowercase letters, digits and single hyphens
+    that container names allow. When that loses something (capitals, '_',
+    '--'), a hash of the exact name keeps two runs from sharing a container:
+    'Sweep' and 'sweep' never do."""
+    simple = re.sub(r"[^a-z0-9]+", "-", run_name.lower()).strip("-")
+    if simple == run_name:
+        return f"superbatch-{simple}"
+    import hashlib
+
+    return f"superbatch-{simple}-{hashlib.blake2b(run_name.encode(), digest_size=3).hexdigest()}"
 
 
 def batch_endpoint(value: Optional[str]) -> str:

@@ -1,0 +1,332 @@
+"""The azure backend: blob staging, a Batch pool and job, tasks followed cheaply.
+
+    submit   upload the inputs that are not in blob storage yet; create the
+             pool (unless it exists); reattach to the run's job if it can
+             still serve (same inputs, same image, still active), else start
+             a new job; add the tasks that were never added to it
+    follow   each poll: the job's task counts, then, only when the completed
+             count moved, the tasks completed since the last one seen
+             ($filter on stateTransitionTime, $select of four fields)
+    fetch    download task_<i>_output.pickle from the run's blob container
+    close    end the job once every task has ended, so that finished runs do
+             not hold the account's active-job quota
+
+A Batch task cannot change once added (command line, image, SAS URLs), and a
+completed job takes no new tasks, so the kit never reactivates a task: tasks
+that must run again go to a new job, with the current image and fresh SAS
+URLs. The journal keeps the job, the pool, the container and which tasks were
+added; blob metadata keeps which inputs were uploaded. Neither holds a secret.
+"""
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN
+
+from ...progress import say
+from ...redact import redact
+from ..base import Backend, TaskEnd, TaskStates, tail
+from . import settings as settings_module
+from .ranges import add_range, contains, from_sorted
+
+
+class AzureBackend(Backend):
+    name = "azure"
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        settings_module.add_arguments(group)
+
+    # --- before anything is created ---------------------------------------------
+
+    def check(self) -> None:
+        from .batch import BatchService
+        from .storage import BlobStore
+
+        self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name)
+        self.store = BlobStore(self.settings)
+        self.batch = BatchService(self.settings)
+        self.pool_exists = self.batch.check()
+        self.store.check()
+        self.state = self.run.backend_state(self.name)
+        self.job_id = self.state.get("job_id")  # --cancel stops the job that was created, if any
+        self.prefix = self._blob_prefix()
+        self.ended_early: list = []  # tasks found ended when a resumed run reattached
+        self.completed_seen = 0  # the job's completed-task count we have listed up to
+        self.since = None  # the latest state transition among the completed tasks listed
+        self.counts = None
+        self.finished = False  # every submitted task has ended: the job can end too
+
+    def _blob_prefix(self) -> str:
+        # Inputs restaged with --restage go under a prefix of their own, so a
+        # task of an older job never reads the new inputs, nor writes over the new outputs.
+        generation = self.run.journal.get("generation", 0)
+        return f"{self.run.name}-g{generation}/" if generation else f"{self.run.name}/"
+
+    def _save_state(self, **changes) -> None:
+        self.state.update(changes)
+        self.run.save()
+
+    # --- submit ----------------------------------------------------------------
+
+    def submit(self, indices: Sequence[int]) -> None:
+        self.pending = list(indices)
+        self.prefix = self._blob_prefix()  # staging may have raised the generation since check()
+        started = time.perf_counter()
+        self._upload_inputs()
+        self.phases["upload"] = round(time.perf_counter() - started, 4)
+
+        started = time.perf_counter()
+        if not self.pool_exists:
+            self._say(f"creating pool {self.settings.pool_id} ({self.settings.dedicated_nodes} dedicated, {self.settings.spot_nodes} spot {self.settings.vm_size} nodes)")
+            created = self.batch.create_pool()
+            self._save_state(pool_created=created or self.state.get("pool_created", False))
+        self._save_state(pool_id=self.settings.pool_id, container=self.settings.container)
+        if self._job_can_serve():
+            self._reattach()
+        else:
+            self._start_job()
+        self._add_tasks([index for index in self.pending if not contains(self.state.get("added", []), index)])
+        self.phases["submit"] = round(time.perf_counter() - started, 4)
+
+    def _job_can_serve(self) -> bool:
+        """Whether the journal's job can take this run's tasks: staged from the
+        same inputs, naming the same image, and still active."""
+        if not self.job_id or self.state.get("generation", 0) != self.run.journal.get("generation", 0):
+            return False
+        if self.state.get("image") != self.settings.image:
+            return False
+        return self.batch.job_state(self.job_id) == "active"
+
+    def _start_job(self) -> None:
+        """A new job for the tasks without an output; the journal's old job, if any, is ended."""
+        old_job = self.job_id
+        if old_job:
+            self.batch.terminate_job(old_job, "superbatch: its tasks run again in a new job")
+        number = self.state.get("job_number", 0) + 1
+        self.job_id = job_id(self.run.name, number)
+        self._say(f"creating job {self.job_id}" + (f" (the tasks without an output; {old_job} is ended)" if old_job else ""))
+        # Journal the new job (and forget what was added to the old one) before
+        # creating it: a crash in between leaves a job that a rerun creates or finds.
+        self.state.pop("added", None)
+        self.state.pop("rounds", None)
+        self._save_state(job_id=self.job_id, job_number=number, generation=self.run.journal.get("generation", 0),
+                         image=self.settings.image)
+        if not self.batch.create_job(self.job_id):
+            self._reattach()  # created before a crash, found now
+
+    def _upload_inputs(self) -> None:
+        """Upload the staged files that blob storage does not hold yet, with their content hashes."""
+        inputs = self.run.journal["inputs"]
+        folder = str(self.run.path)  # paths as strings: 20,000 Path objects weigh 7 MB
+        names = [(self.prefix + GLOBAL_CONFIG_FILE, str(self.run.config_path), inputs["config"])]
+        names += [(self.prefix + LOCAL_RESOURCE_PATTERN.format(i), os.path.join(folder, LOCAL_RESOURCE_PATTERN.format(i)), digest)
+                  for i, digest in enumerate(inputs["tasks"])]
+        if self.state.get("uploaded") == content_fingerprint(names):
+            return  # every input is there already (the journal says so)
+        self.store.create_container()
+        there = self.store.staged_hashes(self.prefix)
+        missing = [item for item in names if there.get(item[0]) != item[2]]
+        if missing:
+            self._say(f"uploading {len(missing)} inputs to container {self.settings.container}")
+            self.store.upload_files(missing)
+        self._save_state(uploaded=content_fingerprint(names))
+
+    def _reattach(self) -> None:
+        """A resumed run: collect what ended while we were away.
+
+        A task that failed meanwhile runs again as a new task (its index with
+        the next round number): a task added to Batch cannot change, and
+        reactivating it would rerun it with its old SAS URLs.
+        """
+        self._say(f"reattaching to job {self.job_id}")
+        waiting = set(self.pending)
+        rounds = self.state.get("rounds", {})  # str(index) -> its latest round, for tasks added again
+        again = []
+        for task in self.batch.completed_tasks(self.job_id, since=None):
+            self.completed_seen += 1
+            if self.since is None or task.state_transition_time > self.since:
+                self.since = task.state_transition_time
+            index, round_ = task_index(task.id)
+            if index not in waiting or round_ != rounds.get(str(index), 0):
+                continue  # not this run's, or an attempt already superseded
+            if task.execution_info is not None and task.execution_info.result == "success":
+                waiting.discard(index)
+                self.ended_early.append(TaskEnd(index, True, 0))
+            else:
+                again.append(index)
+        if again:
+            self._say(f"{len(again)} tasks failed while the controller was away; they run again")
+            for index in again:
+                rounds[str(index)] = rounds.get(str(index), 0) + 1
+            self._add_tasks(again, rounds)
+            self._save_state(rounds=rounds)  # after adding: a crash before this re-adds them (TaskExists)
+
+    def _add_tasks(self, indices: list, rounds: Optional[dict] = None) -> None:
+        """Add the tasks of these indices to the job; `rounds` numbers tasks added again."""
+        if not indices:
+            return
+        from .tasks import task_definition
+
+        self._say(f"adding {len(indices)} tasks to job {self.job_id}")
+        config_url = self.store.read_url(self.prefix + GLOBAL_CONFIG_FILE)
+        output_url = self.store.output_url()
+        chunk = 1000  # journal progress after each chunk, so a crash re-adds at most one chunk
+        for start in range(0, len(indices), chunk):
+            part = indices[start:start + chunk]
+            tasks = [task_definition(
+                task_id(self.run.name, index, (rounds or {}).get(str(index), 0)), self.settings, config_url,
+                self.store.read_url(self.prefix + LOCAL_RESOURCE_PATTERN.format(index)),
+                output_url, self.prefix + LOCAL_OUTPUT_PATTERN.format(index), self.options.retries,
+            ) for index in part]
+            self.batch.add_tasks(self.job_id, tasks)
+            if rounds is None:
+                added = self.state.get("added", [])
+                for first, last in from_sorted(sorted(part)):
+                    added = add_range(added, first, last)
+                self._save_state(added=added)
+
+    # --- follow and fetch ----------------------------------------------------------
+
+    def follow(self) -> Iterator[Optional[TaskEnd]]:
+        from .batch import failure_text, margin_before
+
+        waiting = set(self.pending)
+        rounds = self.state.get("rounds", {})
+        for end in self.ended_early:
+            waiting.discard(end.index)
+            yield end
+        since = margin_before(self.since) if self.since else None
+        while waiting:
+            polled = time.monotonic()
+            counts = self.batch.task_counts(self.job_id)
+            self.counts = TaskStates(pending=counts.active, running=counts.running)
+            if counts.completed != self.completed_seen:  # else nothing new to list
+                self.completed_seen = counts.completed
+                newest = None
+                for task in self.batch.completed_tasks(self.job_id, since=since):
+                    if newest is None or task.state_transition_time > newest:
+                        newest = task.state_transition_time
+                    index, round_ = task_index(task.id)
+                    if index not in waiting or round_ != rounds.get(str(index), 0):
+                        continue
+                    waiting.discard(index)
+                    yield self._task_end(index, task, failure_text)
+                if newest is not None:
+                    since = margin_before(newest)
+            if waiting and counts.active == 0 and counts.running == 0:
+                # The counts say nothing is left, yet tasks are missing: counts
+                # lag the tasks, and a listing by transition time can miss one
+                # that completed at the same moment. A full listing settles it.
+                for task in self.batch.completed_tasks(self.job_id, since=None):
+                    index, round_ = task_index(task.id)
+                    if index in waiting and round_ == rounds.get(str(index), 0):
+                        waiting.discard(index)
+                        yield self._task_end(index, task, failure_text)
+            yield None
+            if waiting:
+                time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - polled)))
+        self.finished = True
+
+    def _task_end(self, index: int, task, failure_text) -> TaskEnd:
+        info = task.execution_info
+        if info is not None and info.result == "success":
+            return TaskEnd(index, True, info.exit_code, attempts=info.retry_count + 1)
+        stderr = redact(self.batch.stderr_tail(self.job_id, task.id))
+        log = self.run.log_path(index)
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(stderr)
+        return TaskEnd(index, False, info.exit_code if info else None, stderr_tail=tail(stderr),
+                       failure_info=redact(failure_text(info)), attempts=(info.retry_count + 1) if info else 1)
+
+    def fetch(self, index: int, destination: Path) -> None:
+        self.store.download(self.prefix + LOCAL_OUTPUT_PATTERN.format(index), destination)
+
+    def states(self) -> Optional[TaskStates]:
+        return self.counts
+
+    # --- the end -------------------------------------------------------------
+
+    def close(self) -> None:
+        if not hasattr(self, "state") or not self.job_id:
+            return
+        if self.finished or self._all_home():
+            # Every task has ended: the job would otherwise stay active and
+            # hold one of the account's active jobs (100 to 300 by default).
+            self.batch.terminate_job(self.job_id, "superbatch: every task has ended")
+        if self._all_home():
+            self._clean_up()
+
+    def cancel(self) -> None:
+        if self.job_id:
+            self._say(f"terminating job {self.job_id}")
+            self.batch.terminate_job(self.job_id, "superbatch --cancel")
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        if self.options.delete_job:
+            self._say(f"deleting job {self.job_id}")
+            self.batch.delete_job(self.job_id)
+        if self.options.delete_pool:
+            self._say(f"deleting pool {self.settings.pool_id}")
+            self.batch.delete_pool()
+        if self.options.delete_container:
+            self._say(f"deleting blob container {self.settings.container}")
+            self.store.delete_container()
+
+    def interrupted(self) -> None:
+        command = [Path(sys.argv[0]).name] if sys.argv and sys.argv[0].endswith("controller.py") else ["controller.py"]
+        argv = list(getattr(self.options, "argv", []))
+        if "--run" not in argv:
+            argv += ["--run", self.run.name]
+        resume = shlex.join(["python", *command, *argv])
+        print(f"the job {self.job_id} keeps running on Azure Batch.\n  resume: {resume}\n  cancel: {resume} --cancel", file=sys.stderr)
+
+    def _all_home(self) -> bool:
+        inputs = self.run.journal.get("inputs") or {}
+        return bool(inputs) and all(self.run.is_home(index) for index in range(len(inputs.get("tasks", []))))
+
+    def _say(self, message: str) -> None:
+        say(message, self.options.quiet)
+
+
+def job_id(run_name: str, number: int) -> str:
+    """The id of a run's n-th job. Batch compares ids without regard to case,
+    so a name with capitals carries a hash of its exact spelling; run names
+    never hold "__", so the job number cannot be mistaken for part of a name."""
+    return f"superbatch-{run_key(run_name)}" + (f"__{number}" if number > 1 else "")
+
+
+def run_key(run_name: str) -> str:
+    """The run name as Batch ids may carry it without colliding with another run's."""
+    if run_name == run_name.lower():
+        return run_name
+    import hashlib
+
+    return f"{run_name.lower()}-c{hashlib.blake2b(run_name.encode(), digest_size=3).hexdigest()}"
+
+
+def task_id(run_name: str, index: int, round_: int = 0) -> str:
+    """<run>-<index>, and <run>-<index>-r<n> for the n-th time a task is added again."""
+    return f"{run_name}-{index}" + (f"-r{round_}" if round_ else "")
+
+
+def task_index(task_id_: str) -> tuple:
+    """(index, round) of a task id made by task_id()."""
+    last = task_id_.rsplit("-", 1)[1]
+    if last.startswith("r"):
+        return int(task_id_.rsplit("-", 2)[1]), int(last[1:])
+    return int(last), 0
+
+
+def content_fingerprint(names: list) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, _, content in names:
+        digest.update(f"{name}={content};".encode())
+    return digest.hexdigest()
