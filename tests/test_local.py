@@ -1,13 +1,12 @@
 """The local backend end to end, through the real command line."""
 
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import time
 
-from tests.kit import last_line
+from tests.kit import last_line, plain_loop
 
 # Several data types, more tasks than workers; the aggregate depends on every
 # result and on their order.
@@ -51,19 +50,10 @@ MIXED_TASK = """
 """
 
 
-def serial_loop(kit):
-    """The plain for-loop the kit replaces, in this process."""
-    spec = importlib.util.spec_from_file_location("serial_task", kit.path / "task.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.global_config()
-    return str(module.aggregate([module.task(config, item) for item in module.parameters()]))
-
-
 def test_example_task_prints_the_plain_loops_aggregate(kit):
     done = kit.run("--run", "example")
     assert done.returncode == 0, done.stderr
-    assert last_line(done.stdout) == serial_loop(kit)
+    assert last_line(done.stdout) == plain_loop(kit.path)
 
 
 def test_mixed_types_more_tasks_than_workers_match_the_serial_loop(kit, tmp_path):
@@ -71,7 +61,7 @@ def test_mixed_types_more_tasks_than_workers_match_the_serial_loop(kit, tmp_path
     summary = tmp_path / "summary.json"
     done = kit.run("--run", "mixed", "--workers", "3", "--summary-json", summary)
     assert done.returncode == 0, done.stderr
-    assert last_line(done.stdout) == serial_loop(kit)
+    assert last_line(done.stdout) == plain_loop(kit.path)
     report = json.loads(summary.read_text())
     assert report["run"] == "mixed" and report["backend"] == "local"
     assert report["tasks"] == {"total": 16, "already_done": 0, "succeeded": 16, "failed": 0}

@@ -1,16 +1,8 @@
 """The value the README quotes for `make run` is what the code prints, to the digit."""
 
 import re
-import subprocess
-import sys
 
-from tests.kit import REPO, last_line
-
-PLAIN_LOOP = """
-import task
-config = task.global_config()
-print(task.aggregate([task.task(config, p) for p in task.parameters()]))
-"""
+from tests.kit import REPO, last_line, plain_loop
 
 
 def quoted_value() -> str:
@@ -21,9 +13,7 @@ def quoted_value() -> str:
 
 
 def test_readme_value_is_what_the_plain_loop_prints():
-    done = subprocess.run([sys.executable, "-c", PLAIN_LOOP], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert last_line(done.stdout) == quoted_value()
+    assert plain_loop(REPO) == quoted_value()
 
 
 def test_readme_value_is_what_the_controller_prints(kit):

@@ -26,9 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.faults.test_kills import reached
-from tests.kit import last_line
+from tests.kit import last_line, plain_loop
 from tests.support.servers import AZURITE_ACCOUNT
-from tests.test_local import serial_loop
 
 COUNT = 12
 FREE = 4  # tasks that end in the interrupted run; the rest wait for the release file
@@ -120,7 +119,7 @@ def resumed(kit, cloud, files, tmp_path) -> Resumed:
     blob_requests, blob_urls = since(cloud.blobs, blobs)
     batch_requests, _ = since(cloud.batch, batch)
     ran = runs_of_each_task(files["ran.log"])
-    assert last_line(rerun.stdout) == serial_loop(kit)  # (the loop, run here, writes to the log too)
+    assert last_line(rerun.stdout) == plain_loop(kit.path)  # (the loop writes to the log too)
     return Resumed(run, rerun, home_at_kill, ran, blob_requests, blob_urls, batch_requests)
 
 
@@ -167,7 +166,7 @@ def test_a_failed_task_runs_again_on_rerun(kit, cloud, files):
     rerun = cloud.run(kit, "failed")
     assert rerun.returncode == 0, rerun.stderr
     assert runs_of_each_task(files["ran.log"]) == collections.Counter([*range(COUNT), BROKEN])
-    assert last_line(rerun.stdout) == serial_loop(kit)
+    assert last_line(rerun.stdout) == plain_loop(kit.path)
     stats = cloud.emulator.stats()["tasks"]
     assert stats["received"] == COUNT + 1 and stats["started"] == COUNT + 1
     assert cloud.emulator.client().get_job("superbatch-failed").state in ("terminating", "completed")
@@ -197,7 +196,7 @@ def test_a_task_that_failed_while_the_controller_was_away_runs_again_as_a_new_ta
     rerun = cloud.run(kit, run, *SLOTS)
     assert rerun.returncode == 0, rerun.stderr
     assert "reattaching to job superbatch-away" in rerun.stderr
-    assert last_line(rerun.stdout) == serial_loop(kit)
+    assert last_line(rerun.stdout) == plain_loop(kit.path)
     assert runs_of_each_task(files["ran.log"])[BROKEN] == 2 + 1  # twice by the kit, once by the plain loop
     assert cloud.emulator.stats()["tasks"]["received"] == COUNT + 1
     ids = {task.id for task in cloud.job_tasks("superbatch-away")}
