@@ -8,6 +8,7 @@ tests that need special settings (faults, a wrong key) start their own.
 from __future__ import annotations
 
 import itertools
+import os
 import shlex
 import sys
 import time
@@ -16,8 +17,15 @@ import uuid
 import pytest
 from azure.batch import models as bm
 
-from tests.support.needs import Need, missing
+from batch_emulator.containers import connect_docker
+from tests.support.needs import Need, check_registry, missing, refused
 from tests.support.servers import azurite_command, start_azurite, start_batch_emulator
+
+# The container tests' parts (.ci/setup-docker.sh brings them up; these are its defaults).
+BASE_IMAGE = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
+REGISTRY = os.environ.get("SUPERBATCH_TEST_REGISTRY", "127.0.0.1:5001")
+REGISTRY_USERNAME = os.environ.get("SUPERBATCH_TEST_REGISTRY_USERNAME", "superbatch")
+REGISTRY_PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superbatch-test-only")
 
 PYTHON = shlex.quote(sys.executable)   # tasks run on this host, with this interpreter
 _ids = itertools.count(1)
@@ -106,3 +114,45 @@ def azurite():
         missing(Need.AZURITE, "azurite-blob is not installed")
     with start_azurite() as storage:
         yield storage
+
+
+# --- a Docker engine, its base image, the registry (missing ones: tests/support/needs.py) ---
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client, problem = connect_docker()
+    if client is None:
+        missing(Need.ENGINE, f"no Docker engine answers ({problem})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """The local image with python3 in it that container tasks run in."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        missing(Need.BASE_IMAGE, f"the image {BASE_IMAGE} (with python3) is not in the engine")
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client):
+    """The local registry with a login; the engine is logged in to it."""
+    import docker.errors
+
+    check_registry(REGISTRY, REGISTRY_USERNAME, REGISTRY_PASSWORD)
+    try:
+        docker_client.api.login(REGISTRY_USERNAME, REGISTRY_PASSWORD, registry=REGISTRY, reauth=True)
+    except docker.errors.APIError as e:
+        refused(f"the engine's login of {REGISTRY_USERNAME} at {REGISTRY}", e)
+    return REGISTRY
+
+
+@pytest.fixture(scope="module")
+def docker_emulator(docker_client):
+    """An emulator of its own for each module, running tasks in containers."""
+    with start_batch_emulator(docker="on") as emu:
+        yield emu

@@ -13,47 +13,14 @@ login) and lets the pool's containerRegistries credentials pull it.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
 from azure.batch import models as bm
 
-from batch_emulator.execution import Runner, _connect_docker
-from tests.support.needs import Need, check_registry, missing, refused
-from tests.support.servers import start_batch_emulator
+from batch_emulator.execution import Runner
 
-from .conftest import pool_options, wait_job_done, wait_pool_steady
-
-BASE_IMAGE = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
-REGISTRY = os.environ.get("SUPERBATCH_TEST_REGISTRY", "127.0.0.1:5001")
-REGISTRY_USERNAME = os.environ.get("SUPERBATCH_TEST_REGISTRY_USERNAME", "superbatch")
-REGISTRY_PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superbatch-test-only")
-
-
-@pytest.fixture(scope="module")
-def docker_client():
-    client, problem = _connect_docker()
-    if client is None:
-        missing(Need.ENGINE, f"no Docker engine answers ({problem})")
-    return client
-
-
-@pytest.fixture(scope="module")
-def image(docker_client):
-    import docker.errors
-
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        missing(Need.BASE_IMAGE, f"the image {BASE_IMAGE} (with python3) is not in the engine")
-    return BASE_IMAGE
-
-
-@pytest.fixture(scope="module")
-def docker_emulator(docker_client):
-    with start_batch_emulator(docker="on") as emu:
-        yield emu
+from .conftest import REGISTRY_PASSWORD, REGISTRY_USERNAME, pool_options, wait_job_done, wait_pool_steady
 
 
 def test_docker_on_without_an_engine_is_an_error(monkeypatch, tmp_path):
@@ -71,9 +38,9 @@ def container_pool(c, pool_id, images=(), registries=()):
     wait_pool_steady(c, pool_id, timeout=120)
 
 
-def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, image):
+def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, base_image):
     with docker_emulator.client() as c:
-        container_pool(c, "cpool", images=[image])
+        container_pool(c, "cpool", images=[base_image])
         c.create_job(bm.BatchJobCreateOptions(id="cjob", pool_info=bm.BatchPoolInfo(pool_id="cpool")))
         code = ("import os, json; open('made-in-container.txt', 'w').write('yes'); "
                 "print(json.dumps({'cwd': os.getcwd(), 'wd': os.environ['AZ_BATCH_TASK_WORKING_DIR'], "
@@ -83,11 +50,11 @@ def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, im
             bm.BatchTaskCreateOptions(
                 id="in-image", command_line=f"python3 -c {json.dumps(code)}",
                 environment_settings=[bm.EnvironmentSetting(name="MINE", value="1")],
-                container_settings=bm.BatchTaskContainerSettings(image_name=image,
+                container_settings=bm.BatchTaskContainerSettings(image_name=base_image,
                                                                  working_directory="taskWorkingDirectory")),
             bm.BatchTaskCreateOptions(
                 id="exit-4", command_line="python3 -c 'raise SystemExit(4)'",
-                container_settings=bm.BatchTaskContainerSettings(image_name=image)),
+                container_settings=bm.BatchTaskContainerSettings(image_name=base_image)),
         ])
         wait_job_done(c, "cjob", timeout=120)
         t = c.get_task("cjob", "in-image")
@@ -99,17 +66,12 @@ def test_task_runs_in_its_image_with_the_working_dir_mounted(docker_emulator, im
         assert c.get_task("cjob", "exit-4").execution_info.exit_code == 4
 
 
-def test_private_registry_credentials_from_the_pool(docker_emulator, docker_client, image):
+def test_private_registry_credentials_from_the_pool(docker_emulator, docker_client, base_image, registry):
     import docker.errors
 
-    check_registry(REGISTRY, REGISTRY_USERNAME, REGISTRY_PASSWORD)
-    try:
-        docker_client.api.login(REGISTRY_USERNAME, REGISTRY_PASSWORD, registry=REGISTRY, reauth=True)
-    except docker.errors.APIError as e:
-        refused(f"the engine's login of {REGISTRY_USERNAME} at {REGISTRY}", e)
-    name = f"{REGISTRY}/batch-emulator-test"
+    name = f"{registry}/batch-emulator-test"
     tag = uuid.uuid4().hex[:8]
-    docker_client.images.get(image).tag(name, tag)
+    docker_client.images.get(base_image).tag(name, tag)
     auth = {"username": REGISTRY_USERNAME, "password": REGISTRY_PASSWORD}
     docker_client.images.push(name, tag=tag, auth_config=auth)
     docker_client.images.remove(f"{name}:{tag}")      # so the node has to pull it
@@ -117,9 +79,9 @@ def test_private_registry_credentials_from_the_pool(docker_emulator, docker_clie
     with docker_emulator.client() as c:
         for pool_id, password, expected in (("good-creds", REGISTRY_PASSWORD, "success"),
                                             ("bad-creds", "wrong-password", "failure")):
-            registry = bm.ContainerRegistryReference(registry_server=REGISTRY, username=REGISTRY_USERNAME,
-                                                     password=password)
-            container_pool(c, pool_id, registries=[registry])
+            credentials = bm.ContainerRegistryReference(registry_server=registry, username=REGISTRY_USERNAME,
+                                                        password=password)
+            container_pool(c, pool_id, registries=[credentials])
             job_id = f"job-{pool_id}"
             c.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id=pool_id)))
             c.create_task(job_id, bm.BatchTaskCreateOptions(

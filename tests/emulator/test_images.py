@@ -10,64 +10,18 @@ Without an engine or the registry these skip outside CI and fail under it
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import uuid
 
 import pytest
 from azure.batch import models as bm
 
-from batch_emulator.containers import connect_docker
-from tests.support.needs import Need, check_registry, missing, refused
-from tests.support.servers import start_batch_emulator
-
-from .conftest import pool_options, wait_for, wait_job_done, wait_pool_steady
-
-BASE_IMAGE = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
-REGISTRY = os.environ.get("SUPERBATCH_TEST_REGISTRY", "127.0.0.1:5001")
-USERNAME = os.environ.get("SUPERBATCH_TEST_REGISTRY_USERNAME", "superbatch")
-PASSWORD = os.environ.get("SUPERBATCH_TEST_REGISTRY_PASSWORD", "superbatch-test-only")
+from .conftest import (REGISTRY, REGISTRY_PASSWORD, REGISTRY_USERNAME, pool_options, wait_for, wait_job_done,
+                       wait_pool_steady)
 
 
-@pytest.fixture(scope="module")
-def docker_client():
-    client, problem = connect_docker()
-    if client is None:
-        missing(Need.ENGINE, f"no Docker engine answers ({problem})")
-    return client
-
-
-@pytest.fixture(scope="module")
-def base(docker_client):
-    import docker.errors
-
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        missing(Need.BASE_IMAGE, f"the image {BASE_IMAGE} is not in the engine")
-    return BASE_IMAGE
-
-
-@pytest.fixture(scope="module")
-def registry(docker_client):
-    import docker.errors
-
-    check_registry(REGISTRY, USERNAME, PASSWORD)
-    try:
-        docker_client.api.login(USERNAME, PASSWORD, registry=REGISTRY, reauth=True)
-    except docker.errors.APIError as e:
-        refused(f"the engine's login of {USERNAME} at {REGISTRY}", e)
-    return REGISTRY
-
-
-@pytest.fixture(scope="module")
-def emulator(docker_client):
-    with start_batch_emulator(docker="on") as emu:
-        yield emu
-
-
-def credentials(password=PASSWORD):
-    return [bm.ContainerRegistryReference(registry_server=REGISTRY, username=USERNAME, password=password)]
+def credentials(password=REGISTRY_PASSWORD):
+    return [bm.ContainerRegistryReference(registry_server=REGISTRY, username=REGISTRY_USERNAME, password=password)]
 
 
 def push_marked(client, base: str, repository: str, tag: str, marker: str) -> str:
@@ -86,7 +40,7 @@ def push_marked(client, base: str, repository: str, tag: str, marker: str) -> st
     finally:
         container.remove(force=True)
     for chunk in client.images.push(repository, tag=tag, stream=True, decode=True,
-                                    auth_config={"username": USERNAME, "password": PASSWORD}):
+                                    auth_config={"username": REGISTRY_USERNAME, "password": REGISTRY_PASSWORD}):
         assert "error" not in chunk, chunk
     digests = client.images.get(image.id).attrs["RepoDigests"]
     return next(d for d in digests if d.startswith(repository + "@"))
@@ -136,35 +90,35 @@ def assert_unusable_and_idle(c, pool_id: str, image: str, code: str):
     assert c.get_node(pool_id, node.id).state == "unusable"
 
 
-def test_an_image_never_pushed_makes_the_node_unusable(emulator, registry):
+def test_an_image_never_pushed_makes_the_node_unusable(docker_emulator, registry):
     image = f"{registry}/never-pushed-{uuid.uuid4().hex[:8]}:v1"
-    with emulator.client() as c:
+    with docker_emulator.client() as c:
         image_pool(c, "missing-image", [image], credentials())
         assert_unusable_and_idle(c, "missing-image", image, "ContainerInvalidImage")
 
 
-def test_a_wrong_registry_password_makes_the_node_unusable(emulator, docker_client, base, registry):
+def test_a_wrong_registry_password_makes_the_node_unusable(docker_emulator, docker_client, base_image, registry):
     repository = f"{registry}/images-login-{uuid.uuid4().hex[:8]}"
-    push_marked(docker_client, base, repository, "v1", "pushed")
+    push_marked(docker_client, base_image, repository, "v1", "pushed")
     docker_client.images.remove(f"{repository}:v1")   # so nothing local can stand in for it
     image = f"{repository}:v1"
-    with emulator.client() as c:
+    with docker_emulator.client() as c:
         image_pool(c, "wrong-login", [image], credentials(password="not-the-password"))
         assert_unusable_and_idle(c, "wrong-login", image, "ContainerInvalidRegistry")
 
 
-def test_a_node_keeps_the_image_it_pulled_for_a_tag(emulator, docker_client, base, registry):
+def test_a_node_keeps_the_image_it_pulled_for_a_tag(docker_emulator, docker_client, base_image, registry):
     repository = f"{registry}/images-cache-{uuid.uuid4().hex[:8]}"
     image = f"{repository}:v1"
-    push_marked(docker_client, base, repository, "v1", "image A")
-    with emulator.client() as c:
+    push_marked(docker_client, base_image, repository, "v1", "image A")
+    with docker_emulator.client() as c:
         image_pool(c, "tag-cache", [image], credentials())
         c.create_job(bm.BatchJobCreateOptions(id="job-cache", pool_info=bm.BatchPoolInfo(pool_id="tag-cache")))
         assert run_marker(c, "job-cache", "first", image) == "image A"
 
         # Someone pushes a new image under the same tag; the engine's own
         # repository:v1 now names it too.
-        digest_b = push_marked(docker_client, base, repository, "v1", "image B")
+        digest_b = push_marked(docker_client, base_image, repository, "v1", "image B")
         assert run_marker(c, "job-cache", "after-push", image) == "image A"
         assert run_marker(c, "job-cache", "by-digest", digest_b) == "image B"
 
