@@ -76,6 +76,14 @@ def wait_job_done(client, job_id: str, timeout: float = 60.0) -> bm.BatchTaskCou
     return wait_for(done, timeout, interval=0.1, what=f"the tasks of job {job_id}")
 
 
+def steady_pool(client, dedicated: int = 2, slots: int = 4, prefix: str = "pool") -> str:
+    """A new pool's id, once it is steady with its nodes."""
+    pool_id = unique(prefix)
+    client.create_pool(pool_options(pool_id, dedicated=dedicated, slots=slots))
+    wait_pool_steady(client, pool_id)
+    return pool_id
+
+
 def make_job(client, pool_id: str, **extra) -> str:
     job_id = unique("job")
     client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id=pool_id), **extra))
@@ -97,10 +105,7 @@ def client(emulator):
 @pytest.fixture(scope="session")
 def pool(client):
     """A steady pool of two dedicated nodes with four slots each."""
-    pool_id = unique("pool")
-    client.create_pool(pool_options(pool_id, dedicated=2, slots=4))
-    wait_pool_steady(client, pool_id)
-    return pool_id
+    return steady_pool(client, dedicated=2, slots=4)
 
 
 @pytest.fixture

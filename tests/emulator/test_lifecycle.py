@@ -19,7 +19,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from tests.support.servers import REPO, start_batch_emulator
 
-from .conftest import make_job, pool_options, py, unique, wait_for, wait_pool_steady
+from .conftest import make_job, pool_options, py, steady_pool, wait_for
 
 DELAY = 1.5   # --delete-delay of this module's emulator
 LAG = 1.5     # --counts-lag
@@ -34,10 +34,7 @@ def slow(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_pool(slow):
-    pool_id = unique("pool")
-    slow.create_pool(pool_options(pool_id, dedicated=1, slots=4))
-    wait_pool_steady(slow, pool_id)
-    return pool_id
+    return steady_pool(slow, dedicated=1)
 
 
 def code_of(call) -> str:
@@ -55,9 +52,7 @@ def sleeper(task_id="sleeper"):
 
 
 def test_a_deleted_pool_is_deleting_then_gone(slow):
-    pool_id = unique("pool")
-    slow.create_pool(pool_options(pool_id, dedicated=1))
-    wait_pool_steady(slow, pool_id)
+    pool_id = steady_pool(slow, dedicated=1)
     poller = slow.begin_delete_pool(pool_id, polling_interval=0.05)
     started = time.monotonic()
     assert slow.get_pool(pool_id).state == bm.BatchPoolState.DELETING

@@ -29,7 +29,7 @@ from azure.core.rest import HttpRequest
 from batch_emulator.state.common import API_VERSION
 from tests.support.servers import start_batch_emulator
 
-from .conftest import pool_options, unique, wait_for, wait_pool_steady
+from .conftest import pool_options, steady_pool, unique, wait_for, wait_pool_steady
 
 RECORDED = Path(__file__).parent / "recorded"
 FILES = sorted(RECORDED.glob("*.json"))
@@ -145,10 +145,8 @@ def sdk(emu):
 @pytest.fixture(scope="module")
 def standing_pools(sdk):
     """A steady pool of one idle node, and a pool of no nodes (where tasks never start)."""
-    ready, empty = unique("ready"), unique("empty")
-    sdk.create_pool(pool_options(ready, dedicated=1, slots=1))
+    ready, empty = steady_pool(sdk, dedicated=1, slots=1, prefix="ready"), unique("empty")
     sdk.create_pool(pool_options(empty, dedicated=0))
-    wait_pool_steady(sdk, ready)
     return {"ready_pool": ready, "empty_pool": empty}
 
 
