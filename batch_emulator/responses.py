@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from . import exceptions as exc
 from . import odata
+from .handlers.account import AccountHandlers
 from .handlers.files import FileHandlers
 from .handlers.jobs import JobHandlers
 from .handlers.pools import PoolHandlers
@@ -61,7 +62,7 @@ def sign(key: str, text: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers):
+class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers, AccountHandlers):
     def __init__(self, backend: BatchBackend, account: str, key: str):
         self.backend = backend
         self.account = account
@@ -133,8 +134,11 @@ class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers):
 
     def _headers(self, request: Request, etag=None, modified=None, data_service_id=None) -> dict:
         headers = {"request-id": str(uuid.uuid4()), "DataServiceVersion": "3.0"}
+        # Echoed only when asked: every recorded request sent client-request-id and no
+        # recorded answer echoed it (tests/emulator/recorded/pools.json); the REST
+        # description ties the echo to return-client-request-id.
         client_id = request.headers.get("client-request-id")
-        if client_id:
+        if client_id and request.headers.get("return-client-request-id", "").lower() == "true":
             headers["client-request-id"] = client_id
         if etag:
             headers["ETag"] = etag

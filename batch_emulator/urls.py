@@ -17,6 +17,7 @@ from .responses import BatchResponses
 
 # path -> {method: (operation, handler name)}
 URLS = {
+    "/supportedimages": {"GET": ("Pools_ListSupportedImages", "list_supported_images")},
     "/pools": {
         "GET": ("Pools_ListPools", "list_pools"),
         "POST": ("Pools_CreatePool", "create_pool"),

@@ -70,9 +70,10 @@ class JobsMixin:
             job.task_seq = itertools.count(1)
             job.counts_seen = None
             self.jobs[key] = job
-            # The service treats a job without tasks as having all its tasks
-            # complete: terminatejob at creation ends an empty job at once.
-            self._check_job_done(job)
+            # No completion check here: a job created with terminatejob and no
+            # tasks stays active (recorded: azure-batch Python
+            # test_batch_jobs, tests/emulator/recorded/jobs.json); it ends
+            # once a task is added and every task has completed.
             return job
 
     def get_job(self, job_id: str) -> Job:

@@ -280,8 +280,10 @@ class PoolsMixin:
             "enableAutoScale": False,
             "enableInterNodeCommunication": spec.get("enableInterNodeCommunication", False),
             "taskSlotsPerNode": pool.slots,
-            "taskSchedulingPolicy": {"nodeFillType": "spread", "jobDefaultOrder": "none",
-                                     **spec.get("taskSchedulingPolicy", {})},
+            # Recorded GetPool answers (JS batch-rest, tests/emulator/recorded/pools.json)
+            # spell the fill type "Spread" though the REST enum is "spread".
+            "taskSchedulingPolicy": {"jobDefaultOrder": "none", **spec.get("taskSchedulingPolicy", {}),
+                                     "nodeFillType": "Pack" if pool.fill_pack else "Spread"},
         }
         for key in ("displayName", "metadata", "startTask", "networkConfiguration", "userAccounts",
                     "applicationPackageReferences", "mountConfiguration", "upgradePolicy"):

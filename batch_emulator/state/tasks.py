@@ -25,6 +25,8 @@ class Task:
         self.modified, self.etag = us, new_etag()
 
 
+_UPLOAD_CONDITION = {"tasksuccess": "TaskSuccess", "taskfailure": "TaskFailure", "taskcompletion": "TaskCompletion"}
+
 TASK_FIELDS = {
     "id": lambda t: t.id,
     "displayName": lambda t: t.spec.get("displayName"),
@@ -257,6 +259,12 @@ class TasksMixin:
                     "dependsOn", "applicationPackageReferences", "authenticationTokenSettings"):
             if key in spec:
                 body[key] = spec[key]
+        if "outputFiles" in body:
+            # Recorded GetTask answers (JS batch-rest, tests/emulator/recorded/tasks.json) spell
+            # uploadCondition in PascalCase whatever casing was sent; the REST enum is lower case.
+            body["outputFiles"] = [{**of, "uploadOptions": {
+                **of["uploadOptions"], "uploadCondition": _UPLOAD_CONDITION[of["uploadOptions"]["uploadCondition"]]}}
+                for of in body["outputFiles"]]
         if "containerSettings" in body and "registry" in body["containerSettings"]:
             cs = dict(body["containerSettings"])
             cs["registry"] = {k: v for k, v in cs["registry"].items() if k != "password"}

@@ -194,7 +194,8 @@ def test_sas_urls_grant_only_what_each_use_needs(kit, cloud):
         [output] = task.output_files
         query = parse_qs(urlsplit(output.destination.container.container_url).query)
         assert query["sp"] == ["cw"] and query["sr"] == ["c"]
-        assert output.upload_options.upload_condition == "tasksuccess"
+        # The service answers "TaskSuccess" (recorded: tests/emulator/recorded/tasks.json).
+        assert output.upload_options.upload_condition.lower() == "tasksuccess"
         for sas in [parse_qs(urlsplit(f.http_url).query) for f in task.resource_files] + [query]:
             expiry = datetime.fromisoformat(sas["se"][0].replace("Z", "+00:00"))
             assert now + timedelta(hours=1.9) < expiry < now + timedelta(hours=2.1)

@@ -92,3 +92,20 @@ def test_resize_while_resizing_is_refused():
         with pytest.raises(ResourceExistsError) as info:
             c.begin_resize_pool("p1", bm.BatchPoolResizeOptions(target_dedicated_nodes=2))
         assert info.value.error.code == "PoolNotSteady"
+
+
+def test_supported_images_and_their_filter(client):
+    # The table and its values are the service's recorded answer (batch_emulator/state/images.py);
+    # the filterable properties are those "OData filters in Batch" lists for this operation.
+    images = list(client.list_supported_images())
+    by_sku = {i.image_reference.sku: i for i in images if i.image_reference.offer == "ubuntu-hpc"}
+    assert by_sku["2404"].node_agent_sku_id == "batch.node.ubuntu 24.04"
+    assert by_sku["2204"].node_agent_sku_id == "batch.node.ubuntu 22.04"
+    assert all("DockerCompatible" in i.capabilities for i in by_sku.values())
+    verified = list(client.list_supported_images(filter="verificationType eq 'verified'"))
+    assert [i.image_reference.sku for i in verified] == ["2404"]
+    assert list(client.list_supported_images(filter="nodeAgentSKUId eq 'batch.node.ubuntu 22.04'"))[0] \
+        .image_reference.sku == "2204"
+    with pytest.raises(HttpResponseError) as info:
+        list(client.list_supported_images(filter="sku eq '2404'"))
+    assert info.value.error.code == "InvalidQueryParameterValue"
