@@ -281,7 +281,7 @@ class PoolsMixin:
             "enableInterNodeCommunication": spec.get("enableInterNodeCommunication", False),
             "taskSlotsPerNode": pool.slots,
             # Recorded GetPool answers (JS batch-rest, tests/emulator/recorded/pools.json)
-            # spell the fill type "Spread" though the REST enum is "spread".
+            # spell the fill type "Spread" though the REST enum is "spread" ("Pack" by analogy).
             "taskSchedulingPolicy": {"jobDefaultOrder": "none", **spec.get("taskSchedulingPolicy", {}),
                                      "nodeFillType": "Pack" if pool.fill_pack else "Spread"},
         }

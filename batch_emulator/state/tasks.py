@@ -261,7 +261,8 @@ class TasksMixin:
                 body[key] = spec[key]
         if "outputFiles" in body:
             # Recorded GetTask answers (JS batch-rest, tests/emulator/recorded/tasks.json) spell
-            # uploadCondition in PascalCase whatever casing was sent; the REST enum is lower case.
+            # uploadCondition in PascalCase whatever casing was sent (TaskSuccess, not recorded, by
+            # analogy); the REST enum is lower case.
             body["outputFiles"] = [{**of, "uploadOptions": {
                 **of["uploadOptions"], "uploadCondition": _UPLOAD_CONDITION[of["uploadOptions"]["uploadCondition"]]}}
                 for of in body["outputFiles"]]
