@@ -80,6 +80,27 @@ def everything_written(kit, done, summary, run: str) -> dict:
     return found
 
 
+def failing_run(kit, cloud, tmp_path, run: str, *flags):
+    """The kit's run of TWO_TASKS, which must fail: its process and its summary's path."""
+    kit.write_task(TWO_TASKS)
+    summary = tmp_path / "summary.json"
+    done = cloud.run(kit, run, *flags, "--summary-json", summary)
+    assert done.returncode == 1, done.stderr
+    return done, summary
+
+
+def only_failure(summary, index: int) -> str:
+    """The failure_info of the summary's one failure, which must be task ``index``'s."""
+    report = json.loads(summary.read_text())
+    assert [failure["index"] for failure in report["failures"]] == [index]
+    return report["failures"][0]["failure_info"]
+
+
+def refused_macs(blobs) -> set:
+    """The SharedKey signatures of the requests the proxy refused."""
+    return {authorization.rsplit(":", 1)[1] for _, authorization in blobs.refused}
+
+
 def assert_nowhere(found: dict, secrets: set) -> None:
     for where, text in found.items():
         for secret in secrets:
@@ -97,18 +118,13 @@ def test_sas_quoted_by_storage_in_a_task_upload_failure(kit, refusing_cloud, tmp
         return None
 
     cloud, blobs = refusing_cloud(refuse)
-    kit.write_task(TWO_TASKS)
-    summary = tmp_path / "summary.json"
-    done = cloud.run(kit, "r1", "--debug", "--summary-json", summary)
-    assert done.returncode == 1, done.stderr
+    done, summary = failing_run(kit, cloud, tmp_path, "r1", "--debug")
     assert len(blobs.refused) == 1  # the emulator's upload of task 0's output, signed with the run's SAS
     sig = parse_qs(urlsplit(blobs.refused[0][0]).query)["sig"][0]
     assert_nowhere(everything_written(kit, done, summary, "r1"), spellings(sig))
 
     # the SDK's message did come through, with the signature taken out
-    report = json.loads(summary.read_text())
-    assert [failure["index"] for failure in report["failures"]] == [0]
-    info = report["failures"][0]["failure_info"]
+    info = only_failure(summary, 0)
     assert "FileUploadMiscError" in info and "sig=REDACTED" in info
     assert "task_0_output.pickle" in info  # which blob failed stays readable
     assert "sig=REDACTED" in done.stderr
@@ -130,17 +146,11 @@ def test_request_signature_quoted_by_storage_when_fetching_an_output(kit, refusi
         return None
 
     cloud, blobs = refusing_cloud(refuse)
-    kit.write_task(TWO_TASKS)
-    summary = tmp_path / "summary.json"
-    done = cloud.run(kit, "r2", "--debug", "--summary-json", summary)
-    assert done.returncode == 1, done.stderr
+    done, summary = failing_run(kit, cloud, tmp_path, "r2", "--debug")
     assert blobs.refused, "the kit's download of task 1's output was refused"
-    macs = {authorization.rsplit(":", 1)[1] for _, authorization in blobs.refused}
-    assert_nowhere(everything_written(kit, done, summary, "r2"), macs)
+    assert_nowhere(everything_written(kit, done, summary, "r2"), refused_macs(blobs))
 
-    report = json.loads(summary.read_text())
-    assert [failure["index"] for failure in report["failures"]] == [1]
-    info = report["failures"][0]["failure_info"]
+    info = only_failure(summary, 1)
     assert "its output could not be fetched" in info and "MAC signature found in the HTTP request 'REDACTED'" in info
     assert "MAC signature found in the HTTP request 'REDACTED'" in done.stderr
 
@@ -160,12 +170,8 @@ def test_unforeseen_sdk_error_is_printed_without_its_secret(kit, refusing_cloud,
         return None
 
     cloud, blobs = refusing_cloud(refuse)
-    kit.write_task(TWO_TASKS)
-    summary = tmp_path / "summary.json"
-    done = cloud.run(kit, "r3", "--summary-json", summary)
-    assert done.returncode == 1, done.stderr
+    done, summary = failing_run(kit, cloud, tmp_path, "r3")
     assert blobs.refused, "the listing of the staged inputs was refused"
-    macs = {authorization.rsplit(":", 1)[1] for _, authorization in blobs.refused}
-    assert_nowhere(everything_written(kit, done, summary, "r3"), macs)
+    assert_nowhere(everything_written(kit, done, summary, "r3"), refused_macs(blobs))
     assert "Traceback" in done.stderr  # the SDK's error as it came, but
     assert "MAC signature found in the HTTP request 'REDACTED'" in done.stderr
