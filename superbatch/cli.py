@@ -54,6 +54,22 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """90s, 15m, 2h, or a bare number of seconds -> seconds."""
+    cleaned = text.strip().lower()
+    number, scale = (cleaned[:-1], DURATION_UNITS[cleaned[-1]]) if cleaned[-1:] in DURATION_UNITS else (cleaned, 1)
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive duration such as 90s, 15m or 2h (a bare number is seconds), not {text!r}")
+    return value
+
+
 def run_name(text: str) -> str:
     try:
         return check_run_name(text)
@@ -71,6 +87,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--run", type=run_name, metavar="NAME", help="name of the run, its folder is runs/NAME/ (default: run-<date>-<time>); the same name again resumes it")
     parser.add_argument("--workers", type=positive_int, metavar="N", default=os.cpu_count(), help="tasks run at once by the local and docker backends (default: the number of CPUs, %(default)s here)")
     parser.add_argument("--retries", type=non_negative_int, metavar="N", default=0, help="times a failed task is tried again (default: 0)")
+    parser.add_argument("--task-timeout", type=duration, metavar="DURATION", help="stop a task that runs longer than this (90s, 15m, 2h; a bare number is seconds) and report it as timed out (default: no limit)")
     parser.add_argument("--allow-failures", action="store_true", help="aggregate the results of the tasks that succeeded instead of failing the run")
     parser.add_argument("--restage", action="store_true", help="accept a task.py whose inputs differ from the run's staged ones: stage them again and rerun the tasks they change")
     parser.add_argument("--max-input-mb", type=positive_float, metavar="MB", default=256.0, help="refuse a task whose pickled parameters are larger than this (default: %(default)g)")

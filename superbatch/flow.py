@@ -29,6 +29,7 @@ class Failure:
     exit_code: Any
     stderr_tail: str
     failure_info: str = ""
+    timed_out: bool = False  # stopped by --task-timeout
 
 
 @dataclass
@@ -57,12 +58,16 @@ class TaskFailures(SuperbatchError):
         summary.failures.sort(key=lambda failure: failure.index)
         count = len(summary.failures)
         first = summary.failures[0]
+        how = first.failure_info if first.timed_out else f"exit code {first.exit_code}"
         lines = [
-            f"{count} of {total} tasks failed (first: task {first.index}, exit code {first.exit_code}); "
+            f"{count} of {total} tasks failed (first: task {first.index}, {how}); "
             f"fix task.py and rerun with --run {summary.run} to run only those, or add --allow-failures to aggregate the rest"
         ]
         for failure in summary.failures[:5]:
-            lines.append(f"  task {failure.index} exited with code {failure.exit_code}" + (f" ({failure.failure_info})" if failure.failure_info else "") + "; last lines of its stderr:")
+            if failure.timed_out:  # failure_info words it: "timed out after 2s (--task-timeout)"
+                lines.append(f"  task {failure.index} {failure.failure_info}; last lines of its stderr:")
+            else:
+                lines.append(f"  task {failure.index} exited with code {failure.exit_code}" + (f" ({failure.failure_info})" if failure.failure_info else "") + "; last lines of its stderr:")
             lines.extend("    " + line for line in (failure.stderr_tail or "(empty)").splitlines())
         if count > 5:
             lines.append(f"  ... and {count - 5} more; see the summary (--summary-json) and runs/{summary.run}/logs/")
@@ -174,7 +179,7 @@ def _record(summary: Summary, progress: Progress, end: TaskEnd) -> None:
         summary.tasks["succeeded"] += 1
     else:
         summary.tasks["failed"] += 1
-        summary.failures.append(Failure(end.index, end.exit_code, end.stderr_tail, end.failure_info))
+        summary.failures.append(Failure(end.index, end.exit_code, end.stderr_tail, end.failure_info, end.timed_out))
     progress.task_ended(end.succeeded)
 
 

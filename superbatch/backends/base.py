@@ -25,6 +25,7 @@ class TaskEnd:
     stderr_tail: str = ""
     failure_info: str = ""  # the backend's own account of a failure, if it gives one
     attempts: int = 1
+    timed_out: bool = False  # stopped by --task-timeout
 
 
 @dataclass
@@ -84,6 +85,19 @@ class Backend(ABC):
 
     def interrupted(self) -> None:
         """Called on Ctrl-C before close(): say what is left running, if anything."""
+
+
+def timed_out_text(seconds: float) -> str:
+    """How every backend words a task stopped by --task-timeout."""
+    return f"timed out after {format_duration(seconds)} (--task-timeout)"
+
+
+def format_duration(seconds: float) -> str:
+    """90 -> 90s, 900 -> 15m, 7200 -> 2h: the units --task-timeout takes."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def tail(text: str, lines: int = 20) -> str:

@@ -11,12 +11,16 @@ Up to --workers containers run at once, each followed by a thread that waits
 for it, keeps its stdout and stderr as stdout.txt and stderr.txt (as Batch
 does), and removes it. Containers run as the host user, so that the files
 the task writes in the mounted directory are the user's to read and delete.
+With --task-timeout, a container still running at the limit (counted from
+the task's first start, retries included, as Batch's maxWallClockTime is) is
+killed and the task reported as timed out.
 """
 
 import os
 import shlex
 import shutil
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -24,7 +28,7 @@ from typing import Iterator, Optional, Sequence
 from ..errors import SuperbatchError
 from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
 from .base import Backend, TaskEnd, TaskStates
-from .local import finish, prepare_workdir
+from .local import finish, prepare_workdir, timed_out
 
 LABEL = "superbatch.run"  # on every container, so that leftovers can be found: docker ps -a --filter label=superbatch.run
 
@@ -104,8 +108,12 @@ class DockerBackend(Backend):
 
     def _attempts(self, index: int) -> TaskEnd:
         workdir = prepare_workdir(self.run.path, index)
+        timeout = getattr(self.options, "task_timeout", None)
+        deadline = time.monotonic() + timeout if timeout else None
         for attempt in range(1, self.options.retries + 2):
-            exit_code, info = self._run_container(index, workdir)
+            exit_code, info = self._run_container(index, workdir, deadline)
+            if info == TIMED_OUT:
+                return timed_out(self.run.path, index, timeout, attempt)
             if exit_code == 0:
                 break
             if self._stopping:  # not run, or killed by interrupted(): not the task's failure, keep no log of it
@@ -116,11 +124,12 @@ class DockerBackend(Backend):
             end.failure_info = info
         return end
 
-    def _run_container(self, index: int, workdir: Path) -> tuple[Optional[int], str]:
-        """Run the task's container to its end; its logs go to workdir.
+    def _run_container(self, index: int, workdir: Path, deadline: Optional[float] = None) -> tuple[Optional[int], str]:
+        """Run the task's container to its end, or kill it at the deadline; its logs go to workdir.
 
-        Returns (exit code, info), or (None, "") when the run is being
-        interrupted and the container was not started.
+        Returns (exit code, info), (None, TIMED_OUT) when it was killed at the
+        deadline, or (None, "") when the run is being interrupted and the
+        container was not started.
         """
         if self._stopping:
             return None, ""
@@ -140,9 +149,11 @@ class DockerBackend(Backend):
             container.start()
             if self._stopping:  # interrupted() may have come between create and start
                 _quietly(container.kill)
-            exit_code = container.wait(timeout=None)["StatusCode"]
+            exit_code = self._wait(container, deadline)
             (workdir / "stdout.txt").write_bytes(container.logs(stdout=True, stderr=False))
             (workdir / "stderr.txt").write_bytes(container.logs(stdout=False, stderr=True))
+            if exit_code is None:
+                return None, TIMED_OUT
             container.reload()
             info = "the container ran out of memory and was killed" if container.attrs["State"].get("OOMKilled") else ""
             return exit_code, info
@@ -150,6 +161,24 @@ class DockerBackend(Backend):
             with self._lock:
                 self._containers.pop(index, None)
             _quietly(lambda: container.remove(force=True))
+
+    @staticmethod
+    def _wait(container, deadline: Optional[float]) -> Optional[int]:
+        """The container's exit code, or None once it was killed at the deadline."""
+        if deadline is None:
+            return container.wait(timeout=None)["StatusCode"]
+        import requests
+
+        try:
+            return container.wait(timeout=max(1, int(deadline - time.monotonic() + 0.999)))["StatusCode"]
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            pass  # still running at the deadline
+        _quietly(container.kill)
+        container.wait(timeout=None)
+        return None
+
+
+TIMED_OUT = "timed out"  # _run_container's info for a container killed at --task-timeout
 
 
 def _host_user() -> Optional[str]:

@@ -9,13 +9,21 @@ joblib's (loky), which batches tiny tasks so they do not pay a round trip each.
 A task that kills its process (a segfault, os._exit, the out-of-memory killer)
 breaks the pool; the tasks that had not ended then run one `python worker.py`
 process each, so that the culprit gets its own exit code and stderr.
+
+With --task-timeout, a timer in the pool process kills that process (SIGKILL:
+nothing a task does can outlive it) once its task runs over time, after
+leaving a mark in the task's working directory; the broken pool then reports
+that task as timed out and runs the others as above, each process killed at
+the same limit.
 """
 
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -25,7 +33,9 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
 
-from .base import Backend, TaskEnd, tail
+from .base import Backend, TaskEnd, tail, timed_out_text
+
+TIMED_OUT_MARK = ".superbatch-timed-out"  # left in a task's working directory by the timer that killed it
 
 
 class LocalBackend(Backend):
@@ -36,8 +46,14 @@ class LocalBackend(Backend):
 
     def follow(self) -> Iterator[Optional[TaskEnd]]:
         run_dir, kit_dir, retries = str(self.run.path), str(self.kit_dir), self.options.retries
+        timeout = getattr(self.options, "task_timeout", None)
+        if timeout and self.options.workers == 1:
+            # joblib runs one worker in this very process, which the timer must not kill
+            for index in self.queue:
+                yield run_in_subprocess(run_dir, kit_dir, index, retries, timeout)
+            return
         ended = set()
-        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries) for index in self.queue)
+        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries, timeout) for index in self.queue)
         try:
             parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered")
             for end in parallel(calls):
@@ -45,8 +61,12 @@ class LocalBackend(Backend):
                 yield end
         except TerminatedWorkerError:
             for index in self.queue:
-                if index not in ended:
-                    yield run_in_subprocess(run_dir, kit_dir, index, retries)
+                if index in ended:
+                    continue
+                if (self.run.path / "work" / f"task_{index}" / TIMED_OUT_MARK).exists():
+                    yield timed_out(self.run.path, index, timeout)
+                else:
+                    yield run_in_subprocess(run_dir, kit_dir, index, retries, timeout)
 
     def fetch(self, index: int, destination: Path) -> None:
         pass  # the pool process already renamed the output into the run folder
@@ -55,30 +75,71 @@ class LocalBackend(Backend):
 # --- what runs in the pool processes ---------------------------------------
 
 
-def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int) -> TaskEnd:
+def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int, timeout: Optional[float] = None) -> TaskEnd:
     """Run one task in this (long-lived) process, retrying it if it fails."""
     if kit_dir not in sys.path:
         sys.path.insert(0, kit_dir)
     import worker
 
     workdir = prepare_workdir(Path(run_dir), index)
-    for attempt in range(1, retries + 2):
-        with captured_output(workdir):
-            exit_code = _call_worker(worker.run_task, workdir)
-        if exit_code == 0:
-            break
+    with killed_after(timeout, workdir):  # the limit covers the task, retries included, as maxWallClockTime does on Batch
+        for attempt in range(1, retries + 2):
+            with captured_output(workdir):
+                exit_code = _call_worker(worker.run_task, workdir)
+            if exit_code == 0:
+                break
     return finish(Path(run_dir), workdir, index, exit_code, attempt)
 
 
-def run_in_subprocess(run_dir: str, kit_dir: str, index: int, retries: int) -> TaskEnd:
+def run_in_subprocess(run_dir: str, kit_dir: str, index: int, retries: int, timeout: Optional[float] = None) -> TaskEnd:
     """Run one task as its own `python worker.py` process, as Batch would."""
+    import time
+
     workdir = prepare_workdir(Path(run_dir), index)
+    deadline = time.monotonic() + timeout if timeout else None
     for attempt in range(1, retries + 2):
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-            exit_code = subprocess.run([sys.executable, os.path.join(kit_dir, "worker.py")], cwd=workdir, stdout=out, stderr=err).returncode
+            try:
+                left = max(0.0, deadline - time.monotonic()) if deadline else None
+                exit_code = subprocess.run([sys.executable, os.path.join(kit_dir, "worker.py")], cwd=workdir, stdout=out, stderr=err, timeout=left).returncode
+            except subprocess.TimeoutExpired:  # subprocess.run has killed it
+                return timed_out(Path(run_dir), index, timeout, attempt)
         if exit_code == 0:
             break
     return finish(Path(run_dir), workdir, index, exit_code, attempt)
+
+
+@contextlib.contextmanager
+def killed_after(timeout: Optional[float], workdir: Path):
+    """Kill this process if the block runs longer than timeout seconds."""
+    if not timeout:
+        yield
+        return
+
+    def kill() -> None:
+        (workdir / TIMED_OUT_MARK).touch()
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def timed_out(run_dir: Path, index: int, timeout: float, attempts: int = 1) -> TaskEnd:
+    """The end of a task killed at --task-timeout: its stderr so far is kept as its log."""
+    workdir = run_dir / "work" / f"task_{index}"
+    stderr_path = workdir / "stderr.txt"
+    stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / f"task_{index}_stderr.txt").write_text(stderr)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return TaskEnd(index, False, None, stderr_tail=tail(stderr), failure_info=timed_out_text(timeout),
+                   attempts=attempts, timed_out=True)
 
 
 def _call_worker(run_task, workdir: Path) -> int:

@@ -29,7 +29,7 @@ from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_P
 
 from ...progress import say
 from ...redact import redact
-from ..base import Backend, TaskEnd, TaskStates, tail
+from ..base import Backend, TaskEnd, TaskStates, tail, timed_out_text
 from . import settings as settings_module
 from .ranges import add_range, contains, from_sorted
 
@@ -240,8 +240,12 @@ class AzureBackend(Backend):
         log = self.run.log_path(index)
         log.parent.mkdir(exist_ok=True)
         log.write_text(stderr)
+        from .tasks import ran_out_of_time
+
+        timed_out = ran_out_of_time(info, self.settings.task_timeout)
         return TaskEnd(index, False, info.exit_code if info else None, stderr_tail=tail(stderr),
-                       failure_info=redact(failure_text(info)), attempts=(info.retry_count + 1) if info else 1)
+                       failure_info=timed_out_text(self.settings.task_timeout) if timed_out else redact(failure_text(info)),
+                       attempts=(info.retry_count + 1) if info else 1, timed_out=timed_out)
 
     def fetch(self, index: int, destination: Path) -> None:
         self.store.download(self.prefix + LOCAL_OUTPUT_PATTERN.format(index), destination)

@@ -64,6 +64,7 @@ class AzureSettings:
     poll_interval: float
     task_command: str
     threads: int
+    task_timeout: Optional[float] = None  # seconds; the tasks' maxWallClockTime
 
     def __repr__(self) -> str:  # never show the secrets, even in a debugger
         return f"AzureSettings(batch_account={self.batch_account!r}, pool_id={self.pool_id!r}, container={self.container!r})"
@@ -129,7 +130,7 @@ class AzureSettings:
             dedicated_nodes=options.dedicated_nodes, spot_nodes=options.spot_nodes, task_slots=options.task_slots,
             vm_image=vm_image, node_agent_sku=options.node_agent_sku, subnet_id=options.subnet_id, container=container,
             sas_hours=options.sas_hours, poll_interval=options.poll_interval, task_command=options.task_command,
-            threads=options.upload_threads,
+            threads=options.upload_threads, task_timeout=getattr(options, "task_timeout", None),
         )
 
 

@@ -1,11 +1,27 @@
 """What one Batch task is: the worker's command line in the image, its two
-inputs as resource files, its output as an output file."""
+inputs as resource files, its output as an output file; and how the service
+says that a task ran over its time."""
+
+from datetime import timedelta
+from typing import Optional
 
 from azure.batch import models
 
 from constants import GLOBAL_CONFIG_FILE, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
 
 from .settings import AzureSettings
+
+# How a task stopped at maxWallClockTime is reported. The service's table of
+# task failure codes (TaskFailureInformationCodes in the Batch .NET library,
+# sdk/batch/Microsoft.Azure.Batch/src/Common/BatchErrorCodeStrings.cs in
+# Azure/azure-sdk-for-net) has no code of its own for it: the service ends
+# the task, and "TaskEnded" ("The task ended.") is its code for a task it
+# ended. The kit never ends a task itself (it only ends a job whose tasks
+# have all ended), so TaskEnded after at least the time limit is a timeout.
+# The Batch emulator names it MaxWallClockTimeExceeded (its own choice,
+# batch_emulator/README.md).
+ENDED_BY_SERVICE = "TaskEnded"
+EMULATOR_TIMEOUT = "MaxWallClockTimeExceeded"
 
 
 def task_definition(task_id: str, settings: AzureSettings, config_url: str, resource_url: str,
@@ -30,5 +46,21 @@ def task_definition(task_id: str, settings: AzureSettings, config_url: str, reso
             destination=models.OutputFileDestination(container=models.OutputFileBlobContainerDestination(container_url=output_url, path=output_blob)),
             upload_options=models.OutputFileUploadConfiguration(upload_condition=models.OutputFileUploadCondition.TASK_SUCCESS),
         )],
-        constraints=models.BatchTaskConstraints(max_task_retry_count=retries),
+        constraints=models.BatchTaskConstraints(
+            max_task_retry_count=retries,
+            # --task-timeout: measured from the task's start, sent as an ISO 8601 duration (PT2S)
+            max_wall_clock_time=timedelta(seconds=settings.task_timeout) if settings.task_timeout else None,
+        ),
     )
+
+
+def ran_out_of_time(info: Optional[models.BatchTaskExecutionInfo], timeout: Optional[float]) -> bool:
+    """Whether the service stopped this task at its maxWallClockTime."""
+    if not timeout or info is None or info.failure_info is None:
+        return False
+    code = info.failure_info.code
+    if code == EMULATOR_TIMEOUT:
+        return True
+    if code != ENDED_BY_SERVICE or info.start_time is None or info.end_time is None:
+        return False
+    return (info.end_time - info.start_time).total_seconds() >= timeout * 0.99
