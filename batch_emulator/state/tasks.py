@@ -215,22 +215,10 @@ class TasksMixin:
 
     def _execution_info(self, task: Task) -> dict:
         info = {"retryCount": task.retry_count, "requeueCount": task.requeue_count}
-        if task.start is not None:
-            info["startTime"] = iso(task.start)
-        if task.end is not None:
-            info["endTime"] = iso(task.end)
-        if task.exit_code is not None:
-            info["exitCode"] = task.exit_code
-        if task.failure is not None:
-            info["failureInfo"] = task.failure
-        if task.result is not None:
-            info["result"] = task.result
-        if task.last_retry is not None:
-            info["lastRetryTime"] = iso(task.last_retry)
-        if task.last_requeue is not None:
-            info["lastRequeueTime"] = iso(task.last_requeue)
-        if task.container_info is not None:
-            info["containerInfo"] = task.container_info
+        optional = {"startTime": iso(task.start), "endTime": iso(task.end), "exitCode": task.exit_code,
+                    "failureInfo": task.failure, "result": task.result, "lastRetryTime": iso(task.last_retry),
+                    "lastRequeueTime": iso(task.last_requeue), "containerInfo": task.container_info}
+        info.update((key, value) for key, value in optional.items() if value is not None)   # unset: left out
         return info
 
     def task_json(self, task: Task) -> dict:
