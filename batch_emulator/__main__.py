@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
 
-from .server import DEFAULT_ACCOUNT, DEFAULT_DELETE_DELAY, build, new_key
+from .server import DEFAULT_ACCOUNT, DEFAULT_DELETE_DELAY, build, new_key, stop_backend
 
 
 def main(argv=None) -> int:
@@ -17,7 +18,8 @@ def main(argv=None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8770)
     p.add_argument("--account", default=DEFAULT_ACCOUNT, help="the Batch account name clients sign with")
-    p.add_argument("--key", default=None, help="base64 account key (default: a new random key, printed)")
+    p.add_argument("--key", default=None,
+                   help="base64 account key (default: $BATCH_EMULATOR_KEY, else a new random key, printed)")
     p.add_argument("--docker", choices=("auto", "on", "off"), default="auto",
                    help="run tasks with containerSettings in Docker: auto (if an engine answers), on, off")
     p.add_argument("--faults", default=None, metavar="SPEC",
@@ -33,30 +35,33 @@ def main(argv=None) -> int:
                    help="seconds a deleted pool or job stays 'deleting' and a terminated job 'terminating'")
     p.add_argument("--counts-lag", type=float, default=0.0, metavar="S",
                    help="task counts come from a snapshot up to S seconds old")
+    p.add_argument("--state-file", default=None, metavar="PATH",
+                   help="keep the account's pools, jobs and tasks in this JSON file across restarts")
     p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
 
-    key = args.key or new_key()
+    given = args.key or os.environ.get("BATCH_EMULATOR_KEY")   # the environment keeps it out of `ps`
+    key = given or new_key()
     try:
         app, backend = build(args.account, key, docker=args.docker, faults=args.faults,
                              node_startup_delay=args.node_startup_delay, workdir=args.workdir,
                              preempt_recovery=args.preempt_recovery, quota=args.quota,
                              allocation=args.allocation, delete_delay=args.delete_delay,
-                             counts_lag=args.counts_lag)
+                             counts_lag=args.counts_lag, state_file=args.state_file)
     except (ValueError, RuntimeError) as e:
         print(f"batch_emulator: {e}", file=sys.stderr)
         return 2
     backend.base_url = f"http://{args.host}:{args.port}"
     logging.basicConfig(level=args.log_level.upper())
     print(f"Batch emulator on {backend.base_url}  account={args.account}"
-          + ("" if args.key else f"  key={key}")
+          + ("" if given else f"  key={key}")
           + f"  docker={'yes' if backend.runner.docker else 'no'}  workdir={backend.workdir}", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                     lifespan="off")
     finally:
-        backend.close()
+        stop_backend(backend)
     return 0
 
 

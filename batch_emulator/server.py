@@ -47,8 +47,10 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
           node_startup_delay: float = 0.05, workdir: str | Path | None = None,
           preempt_recovery: float | None = None, quota: str | dict | None = None,
           allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
-          counts_lag: float = 0.0):
-    """The ASGI app and its backend, not yet listening."""
+          counts_lag: float = 0.0, state_file: str | Path | None = None):
+    """The ASGI app and its backend, not yet listening. With ``state_file`` the
+    account is loaded from it and kept in it (persistence.py); the backend's
+    ``state_keeper`` then needs stop() after the backend's close()."""
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
     quota, allocation = Quotas.parse(quota), parse_allocation(allocation)   # refuse before any temp dir
     if delete_delay < 0 or counts_lag < 0:
@@ -57,7 +59,25 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
                            faults=plan, node_startup_delay=node_startup_delay,
                            preempt_recovery=preempt_recovery, quota=quota, allocation=allocation,
                            delete_delay=delete_delay, counts_lag=counts_lag)
-    return build_app(BatchResponses(backend, account, key)), backend
+    app = build_app(BatchResponses(backend, account, key))
+    backend.state_keeper = None
+    if state_file is not None:
+        from .persistence import StateKeeper
+
+        try:
+            backend.state_keeper = StateKeeper(backend, state_file)
+        except BaseException:
+            backend.close()
+            raise
+        app = backend.state_keeper.wrap(app)
+    return app, backend
+
+
+def stop_backend(backend) -> None:
+    """End the task runs, then write the state file one last time (if kept)."""
+    backend.close()
+    if getattr(backend, "state_keeper", None) is not None:
+        backend.state_keeper.stop()
 
 
 class EmulatorHandle:
@@ -99,7 +119,7 @@ class EmulatorHandle:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._thread = None
-        self.backend.close()
+        stop_backend(self.backend)
         if self._owns_workdir:
             shutil.rmtree(self.backend.workdir, ignore_errors=True)
 
@@ -115,7 +135,8 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
                    node_startup_delay: float = 0.05, workdir: str | Path | None = None,
                    preempt_recovery: float | None = None, quota: str | dict | None = None,
                    allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
-                   counts_lag: float = 0.0, timeout: float = 10.0) -> EmulatorHandle:
+                   counts_lag: float = 0.0, state_file: str | Path | None = None,
+                   timeout: float = 10.0) -> EmulatorHandle:
     """Start the emulator in a background thread and wait until it answers.
 
     ``quota`` ("dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N", any
@@ -123,12 +144,14 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
     "timeout") make the account as hard to please as a real one;
     ``delete_delay`` (seconds in deleting/terminating) and ``counts_lag``
     (seconds task counts may be old) make it as slow; see the README's
-    "Adversity".
+    "Adversity". ``state_file`` keeps the account's pools, jobs and tasks in
+    that JSON file across restarts (README, "Persistence").
     """
     key = key or new_key()
     app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
                          workdir=workdir, preempt_recovery=preempt_recovery, quota=quota,
-                         allocation=allocation, delete_delay=delete_delay, counts_lag=counts_lag)
+                         allocation=allocation, delete_delay=delete_delay, counts_lag=counts_lag,
+                         state_file=state_file)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -142,7 +165,7 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            backend.close()
+            stop_backend(backend)
             raise RuntimeError("the Batch emulator did not start")
         time.sleep(0.01)
     logging.getLogger("batch_emulator").debug("Batch emulator listening on %s", endpoint)

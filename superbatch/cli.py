@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from .backends import BACKENDS, backend_class
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
         options.argv = argv  # for the resume and cancel commands printed on Ctrl-C
         if not options.quiet:
             print(f"[superbatch] run {options.run} on the {options.backend} backend (resume it with --run {options.run})", file=sys.stderr)
-        summary = run_job(options, KIT_DIR, KIT_DIR / "runs")
+        with _account(options):
+            summary = run_job(options, KIT_DIR, KIT_DIR / "runs")
         if summary is None:  # --cancel
             print(f"[superbatch] run {options.run} cancelled", file=sys.stderr)
             return 0
@@ -144,6 +146,21 @@ def main(argv=None) -> int:
         print(f"warning: {len(summary.failures)} tasks failed ({', '.join(str(f.index) for f in summary.failures[:10])}); aggregated the other {summary.tasks['total'] - len(summary.failures)}", file=sys.stderr)
     print(summary.aggregate)
     return 0
+
+
+@contextmanager
+def _account(options):
+    """The emulated account under --emulate (superbatch/emulate.py), for the length of the run."""
+    if getattr(options, "emulate", None) is None:
+        yield
+        return
+    if options.backend != "azure":
+        raise UsageError("--emulate rehearses the azure backend: add --backend azure")
+    from .emulate import emulated_account
+
+    with emulated_account(KIT_DIR / "runs" / options.run, options, KIT_DIR) as environ:
+        options.environ = environ
+        yield
 
 
 def _fail(error: SuperbatchError, debug: bool) -> int:

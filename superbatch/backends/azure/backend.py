@@ -47,7 +47,9 @@ class AzureBackend(Backend):
         from .batch import BatchService
         from .storage import BlobStore
 
-        self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name)
+        # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
+        environ = getattr(self.options, "environ", None) or os.environ
+        self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name, environ)
         self.store = BlobStore(self.settings)
         self.batch = BatchService(self.settings)
         self.pool_exists = self.batch.check()

@@ -36,6 +36,9 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--delete-job", action="store_true", help="delete the job once every output is home")
     group.add_argument("--delete-pool", action="store_true", help="delete the pool once every output is home")
     group.add_argument("--delete-container", action="store_true", help="delete the blob container once every output is home")
+    group.add_argument("--emulate", nargs="?", const="", default=None, metavar="OPTIONS",
+                       help="rehearse on this machine: Azurite and the Batch emulator stand in for the account (its variables are ignored); "
+                            "OPTIONS are the emulator's, e.g. quota=dedicated-cores=0, faults=preempt=0.3, allocation=fail, delete-delay=1")
     group.add_argument("--cancel", action="store_true", help="terminate the run's job (and delete what --delete-* say) instead of running")
 
 
