@@ -121,8 +121,8 @@ class _Child:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 last = _last_line(self.log)
-                if self.proc.returncode == 2 and last.startswith("batch_emulator: "):
-                    raise UsageError(f"--emulate: {last.removeprefix('batch_emulator: ')}")
+                if self.proc.returncode == 2:  # the emulator refused an option (its own check or argparse's)
+                    raise UsageError(f"--emulate: {last.split('batch_emulator: ', 1)[-1].removeprefix('error: ')}")
                 raise SuperbatchError(f"the emulated {self.name} stopped at start (exit code {self.proc.returncode}): {last or 'no message'} (log: {self.log})")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -1,0 +1,133 @@
+"""--emulate through the real command line: a Kit copy laid out as a clone is
+(controller.py with batch_emulator/ and node_modules/ beside it), Azurite and
+the Batch emulator started by the kit itself, tasks on this host (no Docker
+engine answers: DOCKER_HOST names nothing).
+
+Compared with the plain serial loop, never with another backend.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.kit import REPO, Kit, last_line, plain_loop
+
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+# A real account's variables, as a user may have them exported: --emulate must ignore them.
+REAL_ACCOUNT = {"BATCH_ACCOUNT_NAME": "Not_An_Account!", "BATCH_ACCOUNT_ENDPOINT": "ftp://nowhere",
+                "BATCH_ACCOUNT_KEY": "not-base64", "STORAGE_ACCOUNT_CONNECTION_STRING": "garbage"}
+
+SLOW_TASK = """
+import os, time
+
+def global_config():
+    return {"log": os.path.join(os.path.dirname(os.path.abspath(__file__)), "side-effects.log")}
+
+def parameters():
+    return list(range(8))
+
+def task(config, i):
+    time.sleep(0.7)
+    with open(config["log"], "a") as log:   # one line per run of a task: the side effect
+        log.write(f"{i}\\n")
+    return i * i
+
+def aggregate(results):
+    return sum(results)
+"""
+
+
+@pytest.fixture
+def kit(tmp_path):
+    kit = Kit(tmp_path)
+    # What a clone of the repository has beside controller.py.
+    import shutil
+
+    shutil.copytree(REPO / "batch_emulator", tmp_path / "batch_emulator", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "node_modules").symlink_to(REPO / "node_modules")
+    return kit
+
+
+def emulator_processes(kit) -> list:
+    """Azurite, the emulator and task processes started for this kit copy (their command lines name it)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(kit.path) in cmdline and ("azurite" in cmdline or "batch_emulator" in cmdline or "worker.py" in cmdline):
+            found.append(cmdline)
+    return found
+
+
+def assert_nothing_left(kit, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while emulator_processes(kit) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert emulator_processes(kit) == []
+
+
+def test_emulate_prints_the_plain_loops_aggregate_and_leaves_nothing_running(kit):
+    done = kit.run("--backend", "azure", "--emulate", "--run", "rehearsal", env={**NO_ENGINE, **REAL_ACCOUNT})
+    assert done.returncode == 0, done.stderr
+    assert last_line(done.stdout) == plain_loop(kit.path)
+    no_engine = [line for line in done.stderr.splitlines() if "no Docker engine answers" in line]
+    assert len(no_engine) == 1, done.stderr
+    assert_nothing_left(kit)
+    # The account lives in the run folder, never with a secret in it.
+    emulated = kit.run_dir("rehearsal") / "emulated"
+    state = json.loads((emulated / "batch-state.json").read_text())
+    assert [job["state"] for job in state["jobs"]] == ["completed"]
+    assert sorted(t["state"] for t in state["jobs"][0]["tasks"]) == ["completed"] * 4
+    assert (emulated / "azurite").is_dir()
+
+
+def test_a_bad_emulate_option_is_one_line_and_exit_2(kit):
+    for option in ("bogus=1", "quota=cores=1", "allocation=sometimes"):
+        done = kit.run("--backend", "azure", "--emulate", option, "--run", "bad", env=NO_ENGINE)
+        assert done.returncode == 2, (option, done.stderr)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "--emulate" in errors[0], done.stderr
+        assert "Traceback" not in done.stderr
+    assert_nothing_left(kit)
+
+
+def test_emulate_needs_the_azure_backend(kit):
+    done = kit.run("--emulate", "--run", "local", env=NO_ENGINE)
+    assert done.returncode == 2
+    assert last_line(done.stderr) == "error: --emulate rehearses the azure backend: add --backend azure"
+
+
+def test_sigkill_then_rerun_repeats_nothing(kit):
+    kit.write_task(SLOW_TASK)
+    log = kit.path / "side-effects.log"
+    env = {**os.environ, **NO_ENGINE}
+    proc = subprocess.Popen(kit.command("--backend", "azure", "--emulate", "--run", "killed"), cwd=kit.path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().split()) >= 3):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert_nothing_left(kit)  # Azurite and the emulator died with the controller
+    state = json.loads((kit.run_dir("killed") / "emulated" / "batch-state.json").read_text())
+    done_before = {int(t["id"].rsplit("-", 1)[1]) for job in state["jobs"] for t in job["tasks"] if t["state"] == "completed"}
+    ran_before = log.read_text().split()
+    assert len(done_before) >= 2
+
+    again = kit.run("--backend", "azure", "--emulate", "--run", "killed", env=NO_ENGINE)
+    assert again.returncode == 0, again.stderr
+    runs = log.read_text().split()  # before the plain loop adds its own lines
+    assert last_line(again.stdout) == plain_loop(kit.path)
+    rerun = runs[len(ran_before):]
+    # Whatever the emulated account had completed is not run again; each task ran to its end.
+    assert not done_before & {int(i) for i in rerun}, (done_before, rerun)
+    assert sorted({int(i) for i in runs}) == list(range(8))
+    assert "creating pool" not in again.stderr and "creating job" not in again.stderr, again.stderr
+    assert_nothing_left(kit)
