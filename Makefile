@@ -1,5 +1,6 @@
 # The two commands of the README, each doing its own set-up on a fresh machine:
 #   make run    runs task.py on this machine and prints the aggregate
+#   make cloud  rehearses the azure run on this machine (Azurite and the Batch emulator, --emulate)
 #   make test   runs every test (Azurite and the Batch emulator start by themselves)
 # and one for the figures of the README:
 #   make bench
@@ -8,10 +9,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean
+.PHONY: run cloud test bench clean
 
 run: $(VENV)/.installed
 	$(PY) controller.py
+
+cloud: $(VENV)/.installed node_modules/.installed
+	$(PY) controller.py --backend azure --emulate $(if $(shell $(PY) -c "import docker; docker.from_env(timeout=5).ping()" 2>/dev/null && echo yes),--build)
 
 test: $(VENV)/.dev-installed node_modules/.installed
 	$(PY) -m pytest
@@ -29,6 +33,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Azurite (the storage emulator) needs Node.js 18 or later with npm: install it, then run make again"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
