@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import uvicorn
@@ -57,12 +58,21 @@ def main(argv=None) -> int:
     print(f"Batch emulator on {backend.base_url}  account={args.account}"
           + ("" if given else f"  key={key}")
           + f"  docker={'yes' if backend.runner.docker else 'no'}  workdir={backend.workdir}", flush=True)
+    # uvicorn stops on SIGTERM, then raises the signal again with the handler
+    # it found: with this one that is an exception, so the `finally` below still
+    # ends the task runs and containers (the default handler would end the
+    # process at once and leave them running).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                     lifespan="off")
     finally:
         stop_backend(backend)
     return 0
+
+
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,56 @@ def test_sigkill_then_rerun_repeats_nothing(kit):
     assert sorted({int(i) for i in runs}) == list(range(8))
     assert "creating pool" not in again.stderr and "creating job" not in again.stderr, again.stderr
     assert_nothing_left(kit)
+
+
+def test_with_an_engine_tasks_run_in_the_image_and_ctrl_c_leaves_no_container(kit, tmp_path):
+    """--build as for the cloud; the emulated pool runs the local image. Ctrl-C
+    mid-run stops the account and its containers; the same --run finishes."""
+    import uuid
+
+    from superbatch.image import image_exists
+    from tests.support.needs import Need, missing
+
+    base = os.environ.get("SUPERBATCH_TEST_BASE_IMAGE", "superbatch-base:bookworm")
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as error:
+        missing(Need.ENGINE, str(error))
+    if not image_exists(client, base):
+        missing(Need.BASE_IMAGE, f"the base image {base} is not in the Docker engine")
+    kit.write_task(SLOW_TASK.replace('os.path.join(os.path.dirname(os.path.abspath(__file__)), "side-effects.log")', '"/tmp/side-effects.log"'))
+    image = f"superbatch-emulate-{uuid.uuid4().hex[:8]}:test"
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST" or v}
+
+    def containers() -> list:
+        return [c.name for c in client.containers.list(all=True) if any(str(kit.path) in (m.get("Source") or "") for m in c.attrs.get("Mounts", []))]
+
+    try:
+        proc = subprocess.Popen(kit.command("--backend", "azure", "--emulate", "--run", "boxed", "--build", "--base-image", base, "--image", image),
+                                cwd=kit.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while len(list(kit.run_dir("boxed").glob("task_*_output.pickle"))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert containers(), "no task ran in a container"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "no Docker engine" not in err
+        assert_nothing_left(kit)
+        assert containers() == []
+
+        again = kit.run("--backend", "azure", "--emulate", "--run", "boxed", "--image", image, env=env)
+        assert again.returncode == 0, again.stderr
+        assert last_line(again.stdout) == plain_loop(kit.path)
+        assert containers() == []
+        assert_nothing_left(kit)
+    finally:
+        try:
+            client.images.remove(image, force=True)
+        except Exception:
+            pass
