@@ -38,6 +38,9 @@ def main(argv=None) -> int:
                    help="task counts come from a snapshot up to S seconds old")
     p.add_argument("--state-file", default=None, metavar="PATH",
                    help="keep the account's pools, jobs and tasks in this JSON file across restarts")
+    p.add_argument("--autoscale-interval", type=float, default=None, metavar="S",
+                   help="real seconds a 5-minute autoscale interval lasts (all autoscale times scale with it; "
+                        "default: real time)")
     p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
                              node_startup_delay=args.node_startup_delay, workdir=args.workdir,
                              preempt_recovery=args.preempt_recovery, quota=args.quota,
                              allocation=args.allocation, delete_delay=args.delete_delay,
-                             counts_lag=args.counts_lag, state_file=args.state_file)
+                             counts_lag=args.counts_lag, state_file=args.state_file,
+                             autoscale_interval=args.autoscale_interval)
     except (ValueError, RuntimeError) as e:
         print(f"batch_emulator: {e}", file=sys.stderr)
         return 2

@@ -56,6 +56,11 @@ AuthenticationFailed = _error(
     "AuthenticationFailed", 403,
     "Server failed to authenticate the request. Make sure the value of Authorization header "
     "is formed correctly including the signature.")
+# Autoscale (codes: BatchErrorCodeStrings of the .NET SDK; see state/autoscale.py)
+AutoScaleFormulaTooLong = _error(
+    "AutoScaleFormulaTooLong", 400, "The specified autoscale formula is too long. The maximum length is 8192 characters.")
+AutoScalingFormulaSyntaxError = _error(
+    "AutoScalingFormulaSyntaxError", 400, "The specified autoscale formula has a syntax error.")
 # 404
 PoolNotFound = _error("PoolNotFound", 404, "The specified pool does not exist.")
 JobNotFound = _error("JobNotFound", 404, "The specified job does not exist.")
@@ -86,6 +91,16 @@ PoolQuotaReached = _error("PoolQuotaReached", 409, "Pool quota for the account h
 ActiveJobAndScheduleQuotaReached = _error(
     "ActiveJobAndScheduleQuotaReached", 409, "Active job and schedule quota for the account has been reached.")
 PoolNotSteady = _error("PoolNotSteady", 409, "The specified pool is not in a steady allocation state.")
+PoolBeingResized = _error("PoolBeingResized", 409, "The specified pool is being resized.")
+TooManyEnableAutoScaleRequests = _error(
+    "TooManyEnableAutoScaleRequests", 409,
+    "Enable autoscale requests for the same pool must be separated by at least 30 seconds.")
+# The REST description says 409 and names no code for these two; this is the
+# Batch code for an operation the resource's current state does not allow.
+PoolAutoScaleEnabled = _error("OperationInvalidForCurrentState", 409,
+                              "The specified pool has autoscale enabled; disable it before resizing.")
+AutoScaleNotEnabled = _error("OperationInvalidForCurrentState", 409,
+                             "The specified pool does not have autoscale enabled.")
 # 412
 ConditionNotMet = _error("ConditionNotMet", 412, "The condition specified using HTTP conditional header(s) is not met.")
 # 413

@@ -28,6 +28,7 @@ from . import exceptions as exc
 from . import execution
 from .faults import FaultPlan
 from .state.account import AccountMixin, Quotas, parse_allocation
+from .state.autoscale import SERVICE_INTERVAL, AutoscaleMixin
 from .state.common import Clock, Stats
 from .state.jobs import Job, JobsMixin
 from .state.pools import Pool, PoolsMixin
@@ -35,11 +36,11 @@ from .state.scheduling import SchedulingMixin
 from .state.tasks import Task, TasksMixin
 
 
-class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMixin):
+class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMixin, AutoscaleMixin):
     def __init__(self, account: str, workdir: Path, runner: execution.Runner,
                  faults: FaultPlan | None = None, node_startup_delay: float = 0.05,
                  preempt_recovery: float | None = None, quota=None, allocation: str | None = None,
-                 delete_delay: float = 0.0, counts_lag: float = 0.0):
+                 delete_delay: float = 0.0, counts_lag: float = 0.0, autoscale_interval: float | None = None):
         self.account = account
         self.quotas = Quotas.parse(quota)
         self.allocation = parse_allocation(allocation)
@@ -51,6 +52,8 @@ class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMi
         self.preempt_recovery = preempt_recovery if preempt_recovery is not None else max(0.2, node_startup_delay)
         self.delete_delay = delete_delay   # seconds in deleting / terminating (state/pools, state/jobs)
         self.counts_lag = counts_lag       # seconds a task-counts snapshot may be old (state/jobs)
+        # Real seconds per service second for autoscale: a 5-minute interval lasts autoscale_interval s.
+        self.autoscale_scale = autoscale_interval / SERVICE_INTERVAL if autoscale_interval else 1.0
         self.base_url = "http://127.0.0.1"
         self.lock = threading.RLock()
         self.pools: dict[str, Pool] = {}

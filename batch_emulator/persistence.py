@@ -106,6 +106,7 @@ def load(backend, path: Path) -> None:
         backend._seq = itertools.count(top_seq + 1)
         for pool in backend.pools.values():
             backend._reconcile_nodes(pool, "requeue")   # fresh nodes; they schedule once booted
+            backend._autoscale_restore(pool)
 
 
 def _load_job(backend, saved: dict) -> Job:

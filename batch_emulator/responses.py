@@ -25,6 +25,7 @@ from starlette.responses import Response
 from . import exceptions as exc
 from . import odata
 from .handlers.account import AccountHandlers
+from .handlers.autoscale import AutoscaleHandlers
 from .handlers.files import FileHandlers
 from .handlers.jobs import JobHandlers
 from .handlers.pools import PoolHandlers
@@ -62,7 +63,7 @@ def sign(key: str, text: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-class BatchResponses(PoolHandlers, JobHandlers, TaskHandlers, FileHandlers, AccountHandlers):
+class BatchResponses(PoolHandlers, AutoscaleHandlers, JobHandlers, TaskHandlers, FileHandlers, AccountHandlers):
     def __init__(self, backend: BatchBackend, account: str, key: str):
         self.backend = backend
         self.account = account

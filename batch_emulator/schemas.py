@@ -160,11 +160,6 @@ def _resource_file_rule(rf: dict, path: str):
         raise _invalid(_join(path, "filePath"), fp, "The path must stay inside the task working directory.")
 
 
-def _pool_rule(pool: dict, path: str):
-    if pool.get("enableAutoScale"):
-        raise _invalid("enableAutoScale", True, "Autoscale is not supported by the Batch emulator.")
-
-
 def _job_pool_info_rule(info: dict, path: str):
     if "autoPoolSpecification" in info:
         raise _invalid(_join(path, "autoPoolSpecification"), "autoPoolSpecification",
@@ -216,7 +211,7 @@ POOL_CREATE = Obj({
                                  "jobDefaultOrder": Enum("none", "creationtime")}, required=("nodeFillType",)),
     "userAccounts": Any_(), "metadata": Arr(METADATA_ITEM), "mountConfiguration": Any_(),
     "upgradePolicy": Any_(),
-}, required=("id", "vmSize", "virtualMachineConfiguration"), rule=_pool_rule)
+}, required=("id", "vmSize", "virtualMachineConfiguration"))
 
 POOL_RESIZE = Obj({
     "targetDedicatedNodes": Int(0), "targetLowPriorityNodes": Int(0), "resizeTimeout": Duration(),

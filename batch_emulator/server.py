@@ -47,7 +47,8 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
           node_startup_delay: float = 0.05, workdir: str | Path | None = None,
           preempt_recovery: float | None = None, quota: str | dict | None = None,
           allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
-          counts_lag: float = 0.0, state_file: str | Path | None = None):
+          counts_lag: float = 0.0, state_file: str | Path | None = None,
+          autoscale_interval: float | None = None):
     """The ASGI app and its backend, not yet listening. With ``state_file`` the
     account is loaded from it and kept in it (persistence.py); the backend's
     ``state_keeper`` then needs stop() after the backend's close()."""
@@ -55,10 +56,13 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
     quota, allocation = Quotas.parse(quota), parse_allocation(allocation)   # refuse before any temp dir
     if delete_delay < 0 or counts_lag < 0:
         raise ValueError("delete_delay and counts_lag are seconds, not negative")
+    if autoscale_interval is not None and not autoscale_interval > 0:
+        raise ValueError("autoscale_interval is seconds, more than 0")
     backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), Runner(docker),
                            faults=plan, node_startup_delay=node_startup_delay,
                            preempt_recovery=preempt_recovery, quota=quota, allocation=allocation,
-                           delete_delay=delete_delay, counts_lag=counts_lag)
+                           delete_delay=delete_delay, counts_lag=counts_lag,
+                           autoscale_interval=autoscale_interval)
     app = build_app(BatchResponses(backend, account, key))
     backend.state_keeper = None
     if state_file is not None:
@@ -136,7 +140,7 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
                    preempt_recovery: float | None = None, quota: str | dict | None = None,
                    allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
                    counts_lag: float = 0.0, state_file: str | Path | None = None,
-                   timeout: float = 10.0) -> EmulatorHandle:
+                   autoscale_interval: float | None = None, timeout: float = 10.0) -> EmulatorHandle:
     """Start the emulator in a background thread and wait until it answers.
 
     ``quota`` ("dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N", any
@@ -145,13 +149,15 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
     ``delete_delay`` (seconds in deleting/terminating) and ``counts_lag``
     (seconds task counts may be old) make it as slow; see the README's
     "Adversity". ``state_file`` keeps the account's pools, jobs and tasks in
-    that JSON file across restarts (README, "Persistence").
+    that JSON file across restarts (README, "Persistence"). ``autoscale_interval``
+    is how many real seconds the service's shortest autoscale interval (5
+    minutes) lasts; every autoscale time scales with it (README, "Autoscale").
     """
     key = key or new_key()
     app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
                          workdir=workdir, preempt_recovery=preempt_recovery, quota=quota,
                          allocation=allocation, delete_delay=delete_delay, counts_lag=counts_lag,
-                         state_file=state_file)
+                         state_file=state_file, autoscale_interval=autoscale_interval)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -28,6 +28,9 @@ URLS = {
         "DELETE": ("Pools_DeletePool", "delete_pool"),
     },
     "/pools/{poolId}/resize": {"POST": ("Pools_ResizePool", "resize_pool")},
+    "/pools/{poolId}/enableautoscale": {"POST": ("Pools_EnablePoolAutoScale", "enable_autoscale")},
+    "/pools/{poolId}/disableautoscale": {"POST": ("Pools_DisablePoolAutoScale", "disable_autoscale")},
+    "/pools/{poolId}/evaluateautoscale": {"POST": ("Pools_EvaluatePoolAutoScale", "evaluate_autoscale")},
     "/pools/{poolId}/nodes": {"GET": ("Nodes_ListNodes", "list_nodes")},
     "/pools/{poolId}/nodes/{nodeId}": {"GET": ("Nodes_GetNode", "get_node")},
     "/jobs": {

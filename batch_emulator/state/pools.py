@@ -20,7 +20,7 @@ class Pool:
     __slots__ = ("id", "key", "seq", "spec", "state", "state_time", "alloc_state", "alloc_time",
                  "creation", "modified", "etag", "nodes", "target_dedicated", "target_low",
                  "slots", "fill_pack", "node_seq", "resize_errors", "dir",
-                 "alloc_pending", "timed_out_kinds")
+                 "alloc_pending", "timed_out_kinds", "autoscale")
 
     def touch(self, us):
         self.modified, self.etag = us, new_etag()
@@ -79,6 +79,7 @@ class PoolsMixin:
                 raise exc.PoolBeingDeleted() if self.pools[key].state == "deleting" else exc.PoolExists()
             self._check_pool_quota()
             pool = Pool()
+            self._autoscale_on_create(pool, spec)   # refuses a bad formula or interval (state/autoscale.py)
             pool.id, pool.key, pool.seq, pool.spec = spec["id"], key, next(self._seq), spec
             pool.state, pool.state_time = "active", us
             pool.alloc_state, pool.alloc_time = "steady", us
@@ -94,6 +95,7 @@ class PoolsMixin:
             pool.dir = self.workdir / "pools" / f"{key}-{pool.seq}"
             self.pools[key] = pool
             self._reconcile_nodes(pool, "requeue")
+            self._autoscale_start(pool)
             return pool
 
     def get_pool(self, pool_id: str) -> Pool:
@@ -134,6 +136,8 @@ class PoolsMixin:
             pool = self._pool(pool_id)
             if pool.state == "deleting":
                 raise exc.PoolBeingDeleted()
+            if pool.spec.get("enableAutoScale"):
+                raise exc.PoolAutoScaleEnabled()
             if pool.alloc_state != "steady":
                 raise exc.PoolNotSteady()
             if "targetDedicatedNodes" in spec:
@@ -277,7 +281,7 @@ class PoolsMixin:
             "currentDedicatedNodes": sum(1 for n in pool.nodes.values() if n.dedicated),
             "currentLowPriorityNodes": sum(1 for n in pool.nodes.values() if not n.dedicated),
             "targetDedicatedNodes": pool.target_dedicated, "targetLowPriorityNodes": pool.target_low,
-            "enableAutoScale": False,
+            **self.autoscale_json(pool),
             "enableInterNodeCommunication": spec.get("enableInterNodeCommunication", False),
             "taskSlotsPerNode": pool.slots,
             # Recorded GetPool answers (JS batch-rest, tests/emulator/recorded/pools.json)
