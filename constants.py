@@ -12,3 +12,11 @@ TASK_OUTPUT_FILE = "output.pickle"  # this task's result, written by the worker
 # where the task index tells them apart:
 LOCAL_RESOURCE_PATTERN = "task_{}_resource.pickle"
 LOCAL_OUTPUT_PATTERN = "task_{}_output.pickle"
+
+# With --format json the same five files are UTF-8 JSON instead, so that a
+# worker in any language can read and write them (README: "The file contract").
+GLOBAL_CONFIG_JSON_FILE = "config.json"
+TASK_RESOURCE_JSON_FILE = "resource.json"
+TASK_OUTPUT_JSON_FILE = "output.json"
+LOCAL_RESOURCE_JSON_PATTERN = "task_{}_resource.json"
+LOCAL_OUTPUT_JSON_PATTERN = "task_{}_output.json"

@@ -7,7 +7,11 @@
 #   2. a local base image (Debian bookworm with python, pip and this
 #      machine's CA bundle) for the Dockerfile's BASE_IMAGE build argument;
 #   3. a local registry on 127.0.0.1:5001 with a user name and password,
-#      the stand-in for Azure Container Registry.
+#      the stand-in for Azure Container Registry;
+#   4. R for the R worker of examples/r/: Debian's r-base-core and
+#      r-cran-jsonlite (no recommends) on this machine, for the local
+#      backend, and an R base image (the base image plus the same packages)
+#      for its worker image.
 #
 # Idempotent: each step is skipped when its result is already there, so a
 # second run takes a second or two.
@@ -28,6 +32,8 @@
 set -euo pipefail
 
 BASE_IMAGE=${SUPERBATCH_TEST_BASE_IMAGE:-superbatch-base:bookworm}
+R_BASE_IMAGE=${SUPERBATCH_TEST_R_BASE_IMAGE:-superbatch-r-base:bookworm}
+R_PACKAGES="r-base-core r-cran-jsonlite"
 REGISTRY=${SUPERBATCH_TEST_REGISTRY:-127.0.0.1:5001}
 REGISTRY_USER=${SUPERBATCH_TEST_REGISTRY_USERNAME:-superbatch}
 REGISTRY_PASSWORD=${SUPERBATCH_TEST_REGISTRY_PASSWORD:-superbatch-test-only}
@@ -195,6 +201,28 @@ EOF
     log "registry $REGISTRY: started"
 fi
 
+# --- 4. R -----------------------------------------------------------------
+if Rscript -e 'library(jsonlite)' >/dev/null 2>&1; then
+    log "R with jsonlite on this machine: already there"
+else
+    # shellcheck disable=SC2086
+    apt_install $R_PACKAGES
+fi
+if docker image inspect "$R_BASE_IMAGE" >/dev/null 2>&1; then
+    log "R base image $R_BASE_IMAGE: already there"
+else
+    mirror=$(debian_mirror "$SUITE")
+    [ -n "$mirror" ] || { log "no Debian mirror in this machine's apt sources: $R_BASE_IMAGE needs one"; exit 1; }
+    log "building $R_BASE_IMAGE: $BASE_IMAGE with $R_PACKAGES (log: $STATE_DIR/r-base.log)"
+    printf '%s\n' "FROM $BASE_IMAGE" "ARG MIRROR" \
+        'RUN echo "deb $MIRROR '"$SUITE"' main" >/etc/apt/sources.list && apt-get update' \
+        "RUN DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $R_PACKAGES && rm -rf /var/lib/apt/lists/*" \
+        | docker build --build-arg MIRROR="$mirror" -t "$R_BASE_IMAGE" - >"$STATE_DIR/r-base.log" 2>&1 \
+        || { tail -n 20 "$STATE_DIR/r-base.log" >&2; exit 1; }
+    log "R base image $R_BASE_IMAGE: built"
+fi
+
 echo "export SUPERBATCH_TEST_BASE_IMAGE=$BASE_IMAGE"
+echo "export SUPERBATCH_TEST_R_BASE_IMAGE=$R_BASE_IMAGE"
 echo "export SUPERBATCH_TEST_REGISTRY=$REGISTRY"
 echo "export SUPERBATCH_TEST_REGISTRY_USERNAME=$REGISTRY_USER"

@@ -11,6 +11,7 @@ from pathlib import Path
 from .backends import BACKENDS, backend_class
 from .errors import SuperbatchError, UsageError
 from .flow import TaskFailures, run_job
+from .formats import FORMATS
 from .redact import redact
 from .runs import check_run_name, default_run_name
 
@@ -91,7 +92,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--task-timeout", type=duration, metavar="DURATION", help="stop a task that runs longer than this (90s, 15m, 2h; a bare number is seconds) and report it as timed out (default: no limit)")
     parser.add_argument("--allow-failures", action="store_true", help="aggregate the results of the tasks that succeeded instead of failing the run")
     parser.add_argument("--restage", action="store_true", help="accept a task.py whose inputs differ from the run's staged ones: stage them again and rerun the tasks they change")
-    parser.add_argument("--max-input-mb", type=positive_float, metavar="MB", default=256.0, help="refuse a task whose pickled parameters are larger than this (default: %(default)g)")
+    parser.add_argument("--max-input-mb", type=positive_float, metavar="MB", default=256.0, help="refuse a task whose pickled (or JSON) parameters are larger than this (default: %(default)g)")
+    parser.add_argument("--format", choices=FORMATS, help="the format of each task's files: pickle (Python workers) or json (a worker in any language); "
+                        "default: task.py's FORMAT, else pickle; a resumed run keeps its own")
+    parser.add_argument("--task-command", metavar="COMMAND", help="the command line each task runs in its working directory, instead of the worker "
+                        "(default: task.py's WORKER, else worker.py)")
     parser.add_argument("--summary-json", type=Path, metavar="PATH", help="write a machine-readable summary of the run to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

@@ -10,14 +10,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import joblib
-
 from .backends import Backend, TaskEnd, backend_class
 from .errors import SuperbatchError
+from .formats import load
 from .progress import Progress
 from .redact import redact
 from .runs import RunFolder
-from .staging import Stager
+from .staging import Stager, choose_format
 from .taskdef import TaskDefinition, load_task_definition
 
 FETCH_THREADS = 16  # outputs downloaded at once (azure); local outputs are already home
@@ -91,6 +90,8 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
     with timed(phases, "load"):
         definition = load_task_definition(kit_dir)
         run = RunFolder(runs_dir, options.run)
+        choose_format(run, getattr(options, "format", None) or definition.format)
+        options.worker = definition.worker  # the backends' command when task.py names its own worker
         backend: Backend = backend_class(options.backend)(run, options, kit_dir)
         backend.check()  # every setting validated before anything is staged or created
     if getattr(options, "cancel", False):
@@ -195,7 +196,7 @@ def _aggregate(definition: TaskDefinition, run: RunFolder, total: int) -> Any:
 
 def _load_output(run: RunFolder, index: int) -> Any:
     try:
-        return joblib.load(run.output_path(index))
+        return load(run.output_path(index), run.format)
     except Exception as error:
         raise SuperbatchError(
             f"runs/{run.name}/{run.output_path(index).name} is unreadable ({type(error).__name__}); "

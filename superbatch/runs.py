@@ -8,6 +8,9 @@ The folder is the single source of truth of a run:
     runs/<name>/task_{i}_output.pickle    task i's result, once it is home
     runs/<name>/logs/                     stderr of the tasks that failed
 
+(.json instead of .pickle for a run staged with --format json; the journal
+records the format, and a run keeps it.)
+
 An output file only ever appears whole (it is renamed into place), so "task i
 is done" is simply "its output file exists": a crash at any moment loses at
 most the tasks that were running.
@@ -19,9 +22,8 @@ import re
 import time
 from pathlib import Path
 
-from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN
-
 from .errors import SuperbatchError, UsageError
+from .formats import DEFAULT_FORMAT, FILES, FORMATS, Files
 
 JOURNAL_FILE = "run.json"
 JOURNAL_VERSION = 1
@@ -57,14 +59,23 @@ class RunFolder:
     # --- paths of the file contract, on the controller's side -------------
 
     @property
+    def format(self) -> str:
+        """pickle or json; journals from before --format are pickle."""
+        return self.journal.get("format", DEFAULT_FORMAT)
+
+    @property
+    def files(self) -> Files:
+        return FILES[self.format]
+
+    @property
     def config_path(self) -> Path:
-        return self.path / GLOBAL_CONFIG_FILE
+        return self.path / self.files.config
 
     def resource_path(self, index: int) -> Path:
-        return self.path / LOCAL_RESOURCE_PATTERN.format(index)
+        return self.path / self.files.local_resource.format(index)
 
     def output_path(self, index: int) -> Path:
-        return self.path / LOCAL_OUTPUT_PATTERN.format(index)
+        return self.path / self.files.local_output.format(index)
 
     def log_path(self, index: int) -> Path:
         return self.path / "logs" / f"task_{index}_stderr.txt"
@@ -89,7 +100,7 @@ class RunFolder:
             raise SuperbatchError(f"{path} is unreadable ({error}); move the run folder away or pick another --run") from None
         if not isinstance(journal, dict) or journal.get("version") != JOURNAL_VERSION:
             raise SuperbatchError(f"{path} is not a journal this version of superbatch knows; pick another --run")
-        if journal.get("run") != self.name or not _valid_inputs(journal.get("inputs")) or not isinstance(journal.get("backends", {}), dict):
+        if journal.get("run") != self.name or not _valid_inputs(journal.get("inputs")) or journal.get("format", DEFAULT_FORMAT) not in FORMATS or not isinstance(journal.get("backends", {}), dict):
             raise SuperbatchError(f"{path} was changed by hand and no longer describes run {self.name!r}; move runs/{self.name}/ away or choose another --run")
         return journal
 

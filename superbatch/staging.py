@@ -1,4 +1,5 @@
-"""Staging: pickling task.py's global config and parameters into the run folder.
+"""Staging: writing task.py's global config and parameters into the run folder
+(pickles, or JSON with --format json: superbatch/formats.py).
 
 Each input is written once. Its content hash goes into the journal, so that a
 resumed run can tell whether task.py still defines the same tasks: if it does
@@ -7,31 +8,18 @@ discards the outputs they invalidate.
 """
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Iterable
 
-import joblib
-
-from constants import LOCAL_OUTPUT_PATTERN
-
 from .errors import SuperbatchError
+from .formats import DEFAULT_FORMAT, encode
 from .runs import RunFolder
 from .taskdef import TaskDefinition
 
 
 def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def pickled(value, what: str) -> bytes:
-    buffer = io.BytesIO()
-    try:
-        joblib.dump(value, buffer)
-    except Exception as error:
-        raise SuperbatchError(f"{what} cannot be pickled ({type(error).__name__}: {error}); tasks receive their inputs as pickles") from None
-    return buffer.getvalue()
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -54,6 +42,19 @@ def task_parameters(definition: TaskDefinition) -> Iterable:
         raise SuperbatchError(f"task.py: parameters() returned a {type(items).__name__}, which is not iterable; return a list with one item per task") from None
 
 
+def choose_format(run: RunFolder, requested) -> str:
+    """Record the run's file format: a run keeps the one it was staged in."""
+    if run.exists:
+        if requested and requested != run.format:
+            raise SuperbatchError(
+                f"run {run.name!r} was staged in the {run.format} format and a run keeps its format; "
+                f"rerun it without --format {requested}, or choose a new --run"
+            )
+    else:
+        run.journal["format"] = requested or DEFAULT_FORMAT
+    return run.format
+
+
 class Stager:
     """Stages a run's inputs; refuses or restages when they changed."""
 
@@ -72,22 +73,25 @@ class Stager:
             config = definition.global_config()
         except Exception as error:
             raise SuperbatchError(f"task.py: global_config() raised {type(error).__name__}: {error}") from None
-        config_data = pickled(config, "the global config")
+        format = self.run.format
+        config_data = encode(config, format, "the global config")
+        encoded = (encode(item, format, f"task {index}'s parameters") for index, item in enumerate(task_parameters(definition)))
+        if format == "json":
+            encoded = iter(list(encoded))  # every value checked before anything is written
         config_hash = content_hash(config_data)
         if self.previous and self.previous["config"] != config_hash:
             self._changed("the global config")
             self.all_changed = True
-            for output in self.run.path.glob(LOCAL_OUTPUT_PATTERN.format("*")):
+            for output in self.run.path.glob(self.run.files.local_output.format("*")):
                 output.unlink()  # every result depended on the old config
         self._write(self.run.config_path, config_data, config_hash, self.previous and self.previous["config"])
 
         before = self.previous["tasks"] if self.previous else []
         hashes = []
-        for index, item in enumerate(task_parameters(definition)):
-            data = pickled(item, f"task {index}'s parameters")
+        for index, data in enumerate(encoded):
             if len(data) > self.max_input_bytes:
                 raise SuperbatchError(
-                    f"task {index}'s parameters are {len(data) / 2**20:.1f} MB pickled, over the {self.max_input_bytes / 2**20:g} MB limit "
+                    f"task {index}'s parameters are {len(data) / 2**20:.1f} MB {'as JSON' if format == 'json' else 'pickled'}, over the {self.max_input_bytes / 2**20:g} MB limit "
                     f"(--max-input-mb); pass large data shared by all tasks through global_config(), or raise the limit"
                 )
             digest = content_hash(data)

@@ -6,6 +6,7 @@ file home. Nothing above this interface asks which backend is in use.
 """
 
 import argparse
+import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 from ..errors import UsageError
 from ..runs import RunFolder
+from ..taskdef import worker_command
 
 
 @dataclass
@@ -51,6 +53,16 @@ class Backend(ABC):
 
     def check(self) -> None:
         """Validate settings and reachability before anything is staged or created."""
+
+    def task_command(self, home: str) -> Optional[list]:
+        """The command each task runs, when it is not worker.py: --task-command,
+        else task.py's WORKER with its kit files under `home` (the kit's folder
+        on this machine, /app in the image); None for worker.py."""
+        command = getattr(self.options, "task_command", None)
+        if command is not None:
+            return shlex.split(command)
+        worker = getattr(self.options, "worker", None)
+        return worker_command(worker, self.kit_dir, home) if worker else None
 
     @abstractmethod
     def submit(self, indices: Sequence[int]) -> None:

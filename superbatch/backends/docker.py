@@ -3,7 +3,8 @@
 This is the Batch task, on this machine: the task's working directory
 (runs/<run>/work/task_<i>/, holding its two input files) is mounted into the
 container at the same path and made its working directory, and the container
-runs the same command line as a Batch task (TASK_COMMAND_LINE). Running the
+runs the same command line as a Batch task (TASK_COMMAND_LINE, or task.py's
+WORKER, or --task-command). Running the
 kit here first shows that the image has everything task.py needs before it
 goes to the cloud.
 
@@ -27,6 +28,7 @@ from typing import Iterator, Optional, Sequence
 
 from ..errors import SuperbatchError
 from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
+from ..taskdef import IMAGE_HOME
 from .base import Backend, TaskEnd, TaskStates
 from .local import finish, prepare_workdir, timed_out
 
@@ -107,7 +109,7 @@ class DockerBackend(Backend):
                 self._running -= 1
 
     def _attempts(self, index: int) -> TaskEnd:
-        workdir = prepare_workdir(self.run.path, index)
+        workdir = prepare_workdir(self.run.path, index, self.run.files)
         timeout = getattr(self.options, "task_timeout", None)
         deadline = time.monotonic() + timeout if timeout else None
         for attempt in range(1, self.options.retries + 2):
@@ -119,7 +121,7 @@ class DockerBackend(Backend):
             if self._stopping:  # not run, or killed by interrupted(): not the task's failure, keep no log of it
                 shutil.rmtree(workdir, ignore_errors=True)
                 return TaskEnd(index, False, exit_code, failure_info="the run was interrupted", attempts=attempt)
-        end = finish(self.run.path, workdir, index, exit_code, attempt)
+        end = finish(self.run.path, workdir, index, exit_code, attempt, self.run.files)
         if info and not end.succeeded:
             end.failure_info = info
         return end
@@ -136,7 +138,7 @@ class DockerBackend(Backend):
         mount = str(workdir.resolve())
         container = self.client.containers.create(
             self.options.image,
-            command=shlex.split(TASK_COMMAND_LINE),
+            command=self.task_command(IMAGE_HOME) or shlex.split(TASK_COMMAND_LINE),
             working_dir=mount,
             volumes={mount: {"bind": mount, "mode": "rw"}},
             user=_host_user(),

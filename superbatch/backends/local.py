@@ -15,24 +15,28 @@ nothing a task does can outlive it) once its task runs over time, after
 leaving a mark in the task's working directory; the broken pool then reports
 that task as timed out and runs the others as above, each process killed at
 the same limit.
+
+A worker of another kind (task.py's WORKER, or --task-command) runs as its
+own process per task in the task's working directory, --workers at once.
 """
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
-
+from ..formats import FILES, Files
 from .base import Backend, TaskEnd, tail, timed_out_text
 
 TIMED_OUT_MARK = ".superbatch-timed-out"  # left in a task's working directory by the timer that killed it
@@ -47,13 +51,22 @@ class LocalBackend(Backend):
     def follow(self) -> Iterator[Optional[TaskEnd]]:
         run_dir, kit_dir, retries = str(self.run.path), str(self.kit_dir), self.options.retries
         timeout = getattr(self.options, "task_timeout", None)
+        files = self.run.files
+        command = self.task_command(kit_dir)
+        if command:  # not worker.py: a process per task, as on Batch
+            with ThreadPoolExecutor(self.options.workers, thread_name_prefix="task") as pool:
+                futures = [pool.submit(run_in_subprocess, run_dir, command, index, retries, timeout, files) for index in self.queue]
+                for future in as_completed(futures):
+                    yield future.result()
+            return
+        command = [sys.executable, os.path.join(kit_dir, "worker.py")]
         if timeout and self.options.workers == 1:
             # joblib runs one worker in this very process, which the timer must not kill
             for index in self.queue:
-                yield run_in_subprocess(run_dir, kit_dir, index, retries, timeout)
+                yield run_in_subprocess(run_dir, command, index, retries, timeout, files)
             return
         ended = set()
-        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries, timeout) for index in self.queue)
+        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries, timeout, files) for index in self.queue)
         try:
             parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered")
             for end in parallel(calls):
@@ -66,7 +79,7 @@ class LocalBackend(Backend):
                 if (self.run.path / "work" / f"task_{index}" / TIMED_OUT_MARK).exists():
                     yield timed_out(self.run.path, index, timeout)
                 else:
-                    yield run_in_subprocess(run_dir, kit_dir, index, retries, timeout)
+                    yield run_in_subprocess(run_dir, command, index, retries, timeout, files)
 
     def fetch(self, index: int, destination: Path) -> None:
         pass  # the pool process already renamed the output into the run folder
@@ -75,38 +88,43 @@ class LocalBackend(Backend):
 # --- what runs in the pool processes ---------------------------------------
 
 
-def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int, timeout: Optional[float] = None) -> TaskEnd:
+def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int, timeout: Optional[float] = None,
+                files: Files = FILES["pickle"]) -> TaskEnd:
     """Run one task in this (long-lived) process, retrying it if it fails."""
     if kit_dir not in sys.path:
         sys.path.insert(0, kit_dir)
     import worker
 
-    workdir = prepare_workdir(Path(run_dir), index)
+    workdir = prepare_workdir(Path(run_dir), index, files)
     with killed_after(timeout, workdir):  # the limit covers the task, retries included, as maxWallClockTime does on Batch
         for attempt in range(1, retries + 2):
             with captured_output(workdir):
                 exit_code = _call_worker(worker.run_task, workdir)
             if exit_code == 0:
                 break
-    return finish(Path(run_dir), workdir, index, exit_code, attempt)
+    return finish(Path(run_dir), workdir, index, exit_code, attempt, files)
 
 
-def run_in_subprocess(run_dir: str, kit_dir: str, index: int, retries: int, timeout: Optional[float] = None) -> TaskEnd:
-    """Run one task as its own `python worker.py` process, as Batch would."""
+def run_in_subprocess(run_dir: str, command: list, index: int, retries: int, timeout: Optional[float] = None,
+                      files: Files = FILES["pickle"]) -> TaskEnd:
+    """Run one task as its own process (`python worker.py` or another worker), as Batch would."""
     import time
 
-    workdir = prepare_workdir(Path(run_dir), index)
+    workdir = prepare_workdir(Path(run_dir), index, files)
     deadline = time.monotonic() + timeout if timeout else None
     for attempt in range(1, retries + 2):
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             try:
                 left = max(0.0, deadline - time.monotonic()) if deadline else None
-                exit_code = subprocess.run([sys.executable, os.path.join(kit_dir, "worker.py")], cwd=workdir, stdout=out, stderr=err, timeout=left).returncode
+                exit_code = subprocess.run(command, cwd=workdir, stdout=out, stderr=err, timeout=left).returncode
             except subprocess.TimeoutExpired:  # subprocess.run has killed it
                 return timed_out(Path(run_dir), index, timeout, attempt)
+            except OSError as error:  # no such program: reported as the task's failure, like a missing `python`
+                err.write(f"cannot run {shlex.join(command)}: {error.strerror or error}\n".encode())
+                exit_code = 127
         if exit_code == 0:
             break
-    return finish(Path(run_dir), workdir, index, exit_code, attempt)
+    return finish(Path(run_dir), workdir, index, exit_code, attempt, files)
 
 
 @contextlib.contextmanager
@@ -154,14 +172,14 @@ def _call_worker(run_task, workdir: Path) -> int:
         return 1
 
 
-def prepare_workdir(run_dir: Path, index: int) -> Path:
+def prepare_workdir(run_dir: Path, index: int, files: Files = FILES["pickle"]) -> Path:
     """A fresh working directory holding the task's two input files."""
     workdir = run_dir / "work" / f"task_{index}"
     if workdir.exists():
         shutil.rmtree(workdir)  # left over by a run that was killed
     workdir.mkdir(parents=True)
-    _link(run_dir / GLOBAL_CONFIG_FILE, workdir / GLOBAL_CONFIG_FILE)
-    _link(run_dir / LOCAL_RESOURCE_PATTERN.format(index), workdir / TASK_RESOURCE_FILE)
+    _link(run_dir / files.config, workdir / files.config)
+    _link(run_dir / files.local_resource.format(index), workdir / files.resource)
     return workdir
 
 
@@ -172,16 +190,16 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def finish(run_dir: Path, workdir: Path, index: int, exit_code: int, attempts: int) -> TaskEnd:
+def finish(run_dir: Path, workdir: Path, index: int, exit_code: int, attempts: int, files: Files = FILES["pickle"]) -> TaskEnd:
     """Move the output home (or keep the failure's stderr) and clear the working directory."""
-    output = workdir / TASK_OUTPUT_FILE
+    output = workdir / files.output
     if exit_code == 0 and output.exists():
-        os.replace(output, run_dir / LOCAL_OUTPUT_PATTERN.format(index))
+        os.replace(output, run_dir / files.local_output.format(index))
         end = TaskEnd(index, True, 0, attempts=attempts)
     else:
         stderr = (workdir / "stderr.txt").read_text(errors="replace")
         if exit_code == 0:  # exited cleanly but left nothing: still a failure
-            exit_code, stderr = 1, stderr + f"\nthe task exited with code 0 but wrote no {TASK_OUTPUT_FILE}"
+            exit_code, stderr = 1, stderr + f"\nthe task exited with code 0 but wrote no {files.output}"
         logs = run_dir / "logs"
         logs.mkdir(exist_ok=True)
         (logs / f"task_{index}_stderr.txt").write_text(stderr)

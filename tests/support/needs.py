@@ -38,10 +38,11 @@ class Need(enum.Enum):
     REGISTRY = "a registry"
     AZURITE = "Azurite"
     API_DESCRIPTION = "the Batch REST API description"
+    R = "R with jsonlite (Rscript)"
 
 
 # What may be skipped outside CI; everything else fails everywhere.
-SKIPPABLE_OUTSIDE_CI = frozenset({Need.ENGINE, Need.REGISTRY, Need.API_DESCRIPTION})
+SKIPPABLE_OUTSIDE_CI = frozenset({Need.ENGINE, Need.REGISTRY, Need.API_DESCRIPTION, Need.R})
 
 # Where each comes from, for the failure message.
 _PROVIDER = {
@@ -50,6 +51,7 @@ _PROVIDER = {
     Need.REGISTRY: ".ci/setup-docker.sh starts one",
     Need.AZURITE: "`make test` installs it (npm ci)",
     Need.API_DESCRIPTION: "set BATCH_API_SPEC to the path of BatchService.json",
+    Need.R: ".ci/setup-docker.sh installs r-base-core and r-cran-jsonlite",
 }
 
 

@@ -7,7 +7,7 @@
     follow   each poll: the job's task counts, then, only when the completed
              count moved, the tasks completed since the last one seen
              ($filter on stateTransitionTime, $select of four fields)
-    fetch    download task_<i>_output.pickle from the run's blob container
+    fetch    download task_<i>_output.pickle (or .json) from the run's blob container
     close    end the job once every task has ended, so that finished runs do
              not hold the account's active-job quota
 
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from constants import GLOBAL_CONFIG_FILE, LOCAL_OUTPUT_PATTERN, LOCAL_RESOURCE_PATTERN
-
+from ...image import TASK_COMMAND_LINE
 from ...progress import say
 from ...redact import redact
+from ...taskdef import IMAGE_HOME
 from ..base import Backend, TaskEnd, TaskStates, tail, timed_out_text
 from . import settings as settings_module
 from .ranges import add_range, contains, from_sorted
@@ -49,6 +49,8 @@ class AzureBackend(Backend):
 
         # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
         environ = getattr(self.options, "environ", None) or os.environ
+        if getattr(self.options, "task_command", None) is None:  # worker.py, or task.py's WORKER, in the image
+            self.options.task_command = shlex.join(self.task_command(IMAGE_HOME) or shlex.split(TASK_COMMAND_LINE))
         self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name, environ)
         self.store = BlobStore(self.settings)
         self.batch = BatchService(self.settings)
@@ -125,8 +127,9 @@ class AzureBackend(Backend):
         """Upload the staged files that blob storage does not hold yet, with their content hashes."""
         inputs = self.run.journal["inputs"]
         folder = str(self.run.path)  # paths as strings: 20,000 Path objects weigh 7 MB
-        names = [(self.prefix + GLOBAL_CONFIG_FILE, str(self.run.config_path), inputs["config"])]
-        names += [(self.prefix + LOCAL_RESOURCE_PATTERN.format(i), os.path.join(folder, LOCAL_RESOURCE_PATTERN.format(i)), digest)
+        files = self.run.files
+        names = [(self.prefix + files.config, str(self.run.config_path), inputs["config"])]
+        names += [(self.prefix + files.local_resource.format(i), os.path.join(folder, files.local_resource.format(i)), digest)
                   for i, digest in enumerate(inputs["tasks"])]
         if self.state.get("uploaded") == content_fingerprint(names):
             return  # every input is there already (the journal says so)
@@ -175,15 +178,16 @@ class AzureBackend(Backend):
         from .tasks import task_definition
 
         self._say(f"adding {len(indices)} tasks to job {self.job_id}")
-        config_url = self.store.read_url(self.prefix + GLOBAL_CONFIG_FILE)
+        files = self.run.files
+        config_url = self.store.read_url(self.prefix + files.config)
         output_url = self.store.output_url()
         chunk = 1000  # journal progress after each chunk, so a crash re-adds at most one chunk
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
             tasks = [task_definition(
                 task_id(self.run.name, index, (rounds or {}).get(str(index), 0)), self.settings, config_url,
-                self.store.read_url(self.prefix + LOCAL_RESOURCE_PATTERN.format(index)),
-                output_url, self.prefix + LOCAL_OUTPUT_PATTERN.format(index), self.options.retries,
+                self.store.read_url(self.prefix + files.local_resource.format(index)),
+                output_url, self.prefix + files.local_output.format(index), self.options.retries, files,
             ) for index in part]
             self.batch.add_tasks(self.job_id, tasks)
             if rounds is None:
@@ -250,7 +254,7 @@ class AzureBackend(Backend):
                        attempts=(info.retry_count + 1) if info else 1, timed_out=timed_out)
 
     def fetch(self, index: int, destination: Path) -> None:
-        self.store.download(self.prefix + LOCAL_OUTPUT_PATTERN.format(index), destination)
+        self.store.download(self.prefix + self.run.files.local_output.format(index), destination)
 
     def states(self) -> Optional[TaskStates]:
         return self.counts

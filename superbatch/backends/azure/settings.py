@@ -31,7 +31,6 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--container", metavar="NAME", help="blob container for the run's inputs and outputs (default: superbatch-<run>)")
     group.add_argument("--sas-hours", type=float, default=48.0, metavar="H", help="lifetime of the SAS URLs handed to the tasks (default: %(default)s)")
     group.add_argument("--poll-interval", type=float, default=5.0, metavar="S", help="seconds between polls of the job (default: %(default)s)")
-    group.add_argument("--task-command", default=TASK_COMMAND_LINE, help="command line each task runs in its working directory (default: %(default)r)")
     group.add_argument("--upload-threads", type=int, default=32, metavar="N", help="parallel blob uploads and Batch requests (default: %(default)s)")
     group.add_argument("--delete-job", action="store_true", help="delete the job once every output is home")
     group.add_argument("--delete-pool", action="store_true", help="delete the pool once every output is home")
@@ -120,7 +119,8 @@ class AzureSettings:
             raise SuperbatchError("--dedicated-nodes and --spot-nodes are both 0: a new pool would have no node to run the tasks")
         if not options.sas_hours > 0 or not options.poll_interval > 0:
             raise SuperbatchError("--sas-hours and --poll-interval must be positive")
-        if not options.task_command.strip():
+        task_command = TASK_COMMAND_LINE if getattr(options, "task_command", None) is None else options.task_command
+        if not task_command.strip():
             raise SuperbatchError("--task-command is empty")
         if not options.image.strip():
             raise SuperbatchError("--image is empty: name the worker image (or set DOCKER_IMAGE)")
@@ -132,7 +132,7 @@ class AzureSettings:
             image=qualified_image(options.image, registry[0]), pool_id=options.pool_id, vm_size=options.vm_size,
             dedicated_nodes=options.dedicated_nodes, spot_nodes=options.spot_nodes, task_slots=options.task_slots,
             vm_image=vm_image, node_agent_sku=options.node_agent_sku, subnet_id=options.subnet_id, container=container,
-            sas_hours=options.sas_hours, poll_interval=options.poll_interval, task_command=options.task_command,
+            sas_hours=options.sas_hours, poll_interval=options.poll_interval, task_command=task_command,
             threads=options.upload_threads, task_timeout=getattr(options, "task_timeout", None),
         )
 

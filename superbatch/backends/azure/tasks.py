@@ -7,8 +7,7 @@ from typing import Optional
 
 from azure.batch import models
 
-from constants import GLOBAL_CONFIG_FILE, TASK_OUTPUT_FILE, TASK_RESOURCE_FILE
-
+from ...formats import FILES, Files
 from .settings import AzureSettings
 
 # How a task stopped at maxWallClockTime is reported. The service's table of
@@ -25,7 +24,7 @@ EMULATOR_TIMEOUT = "MaxWallClockTimeExceeded"
 
 
 def task_definition(task_id: str, settings: AzureSettings, config_url: str, resource_url: str,
-                    output_url: str, output_blob: str, retries: int) -> models.BatchTaskCreateOptions:
+                    output_url: str, output_blob: str, retries: int, files: Files = FILES["pickle"]) -> models.BatchTaskCreateOptions:
     return models.BatchTaskCreateOptions(
         id=task_id,
         command_line=settings.task_command,
@@ -38,11 +37,11 @@ def task_definition(task_id: str, settings: AzureSettings, config_url: str, reso
             container_run_options="--user 0:0",
         ),
         resource_files=[
-            models.ResourceFile(http_url=config_url, file_path=GLOBAL_CONFIG_FILE),
-            models.ResourceFile(http_url=resource_url, file_path=TASK_RESOURCE_FILE),
+            models.ResourceFile(http_url=config_url, file_path=files.config),
+            models.ResourceFile(http_url=resource_url, file_path=files.resource),
         ],
         output_files=[models.OutputFile(
-            file_pattern=TASK_OUTPUT_FILE,
+            file_pattern=files.output,
             destination=models.OutputFileDestination(container=models.OutputFileBlobContainerDestination(container_url=output_url, path=output_blob)),
             upload_options=models.OutputFileUploadConfiguration(upload_condition=models.OutputFileUploadCondition.TASK_SUCCESS),
         )],
