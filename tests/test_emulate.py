@@ -179,6 +179,7 @@ def test_with_an_engine_tasks_run_in_the_image_and_ctrl_c_leaves_no_container(ki
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert "no Docker engine" not in err
+        assert "waits in the emulated account, stopped with the run" in err
         state = json.loads((kit.run_dir("boxed") / "emulated" / "batch-state.json").read_text())
         ran = [t for job in state["jobs"] for t in job["tasks"] if t["state"] == "completed"]
         assert ran and all((t["container_info"] or {}).get("containerId") for t in ran), "the tasks did not run in containers"

@@ -294,7 +294,9 @@ class AzureBackend(Backend):
         if "--run" not in argv:
             argv += ["--run", self.run.name]
         resume = shlex.join(["python", *command, *argv])
-        print(f"the job {self.job_id} keeps running on Azure Batch.\n  resume: {resume}\n  cancel: {resume} --cancel", file=sys.stderr)
+        where = ("waits in the emulated account, stopped with the run (runs/{}/emulated/)".format(self.run.name)
+                 if getattr(self.options, "emulate", None) is not None else "keeps running on Azure Batch")
+        print(f"the job {self.job_id} {where}.\n  resume: {resume}\n  cancel: {resume} --cancel", file=sys.stderr)
 
     def _all_home(self) -> bool:
         inputs = self.run.journal.get("inputs") or {}
