@@ -22,7 +22,6 @@ emulated/batch-state.json (batch_emulator/persistence.py).
 
 import base64
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -152,8 +151,8 @@ def _last_line(path: Path) -> str:
 @contextmanager
 def emulated_account(run_folder: Path, options, kit_dir: Path):
     """Start the emulated account for this run and yield the environment the
-    azure settings read; see the module's doc. Also adapts options: the task
-    command runs worker.py on the host when no Docker engine answers, and the
+    azure settings read; see the module's doc. Also adapts options: tasks run
+    on the host when no Docker engine answers (options.tasks_on_host), and the
     job is polled often unless --poll-interval was given."""
     flags = parse_options(options.emulate or "")
     if not (kit_dir / "batch_emulator" / "__main__.py").exists():
@@ -168,8 +167,7 @@ def emulated_account(run_folder: Path, options, kit_dir: Path):
     docker = _docker_answers()
     if not docker:
         say("no Docker engine answers: the emulated pool runs each task on this machine (this Python and worker.py), not in the worker image", options.quiet)
-        if "--task-command" not in argv and not any(a.startswith("--task-command=") for a in argv):
-            options.task_command = shlex.join([sys.executable, str(kit_dir / "worker.py")])
+        options.tasks_on_host = True  # the azure backend's task command: worker.py (or WORKER) here, not in /app
 
     key = base64.b64encode(os.urandom(64)).decode()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCH_", "STORAGE_", "REGISTRY_"))}

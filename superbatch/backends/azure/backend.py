@@ -49,6 +49,9 @@ class AzureBackend(Backend):
 
         # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
         environ = getattr(self.options, "environ", None) or os.environ
+        if getattr(self.options, "task_command", None) is None and getattr(self.options, "tasks_on_host", False):
+            # --emulate without a Docker engine: the kit's own files, run by this Python on this machine
+            self.options.task_command = shlex.join(self.task_command(str(self.kit_dir)) or [sys.executable, str(self.kit_dir / "worker.py")])
         if getattr(self.options, "task_command", None) is None:  # worker.py, or task.py's WORKER, in the image
             self.options.task_command = shlex.join(self.task_command(IMAGE_HOME) or shlex.split(TASK_COMMAND_LINE))
         self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name, environ)
