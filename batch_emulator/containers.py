@@ -154,7 +154,7 @@ class Containers:
             return Outcome(failure=failure("CommandLineInvalid", f"The command line cannot be split: {e}"))
         root = str(spec.node_root or spec.task_dir)
         kwargs = {}
-        user = container_user(settings.get("containerRunOptions") or "")
+        user = container_user(settings.get("containerRunOptions") or "") or task_user(spec.user_identity, spec.wd)
         if user:
             kwargs["user"] = user
         if settings.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
@@ -225,6 +225,40 @@ def connect_docker():
         return client, None
     except Exception as e:  # no socket, no daemon, no permission
         return None, f"{type(e).__name__}: {e}"
+
+
+# The uid:gid a non-admin auto-user runs as in a container. The service
+# documents that it maps the task's user into the container and that only a
+# pool-scope auto-user with admin elevation runs as root there
+# (https://learn.microsoft.com/azure/batch/batch-docker-container-workloads,
+# "Container task": "Batch will map the user/group permission to the
+# container"); which uid the auto-user has is not documented: 1000 is the
+# emulator's own choice.
+NONADMIN_USER = (1000, 1000)
+
+
+def task_user(user_identity: dict | None, wd) -> str | None:
+    """The container user for a task's userIdentity: root for an auto-user
+    with admin elevation, the non-admin user otherwise (the default identity
+    is a non-admin pool auto-user). A named user (``username``) runs as the
+    non-admin user too: the emulator creates no pool user accounts. The
+    task's working directory is given to the non-admin user, as Batch gives
+    the task's user its own directory."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    if str(auto.get("elevationLevel", "nonadmin")).lower() == "admin":
+        return "0:0"
+    uid, gid = NONADMIN_USER
+    import os
+
+    if not hasattr(os, "geteuid"):
+        return None
+    if os.geteuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"   # not root: its own user, who owns the task directory
+    for folder, _, files in os.walk(wd):
+        os.chown(folder, uid, gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), uid, gid)
+    return f"{uid}:{gid}"
 
 
 def container_user(run_options: str):

@@ -47,6 +47,7 @@ class RunSpec:
     node_root: Path | None = None          # mounted into containers
     max_wall_clock: float | None = None    # seconds
     images: ImageCache | None = None       # the node's pulled images (containers.py)
+    user_identity: dict | None = None      # the task's userIdentity (containers.py maps it)
 
     @property
     def wd(self) -> Path:

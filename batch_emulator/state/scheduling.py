@@ -93,7 +93,8 @@ class SchedulingMixin:
             task_dir=task_dir, command_line=spec["commandLine"], env=env,
             resource_files=spec.get("resourceFiles", []), output_files=spec.get("outputFiles", []),
             container=spec.get("containerSettings"), registries=config.get("containerRegistries", []),
-            node_root=node.dir, max_wall_clock=wall, images=node.images)
+            node_root=node.dir, max_wall_clock=wall, images=node.images,
+            user_identity=spec.get("userIdentity"))
 
     def _execute(self, task: Task, node: Node, handle: execution.RunHandle, spec: execution.RunSpec) -> None:
         """One task run on a node's worker thread."""

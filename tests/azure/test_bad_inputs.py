@@ -91,6 +91,12 @@ CASES = [
      "error: reaching storage account 'devstoreaccount1' failed: access denied (AuthorizationFailure): check the account key or your Entra ID sign-in; check STORAGE_ACCOUNT_* variables", True),
     ("endpoint-silent", task_source(), [], {"BATCH_ACCOUNT_ENDPOINT": "http://127.0.0.1:9"}, None,
      "error: reaching Batch account 'emulator' failed: the endpoint does not answer (check the endpoint variable and your network); check BATCH_ACCOUNT_* variables", True),
+    ("task-timeout-bad", task_source(), ["--task-timeout", "soon"], {}, None,
+     "error: argument --task-timeout: expected a positive duration such as 90s, 15m or 2h (a bare number is seconds), not 'soon' (see --help)", True),
+    ("sas-hours-over-delegation-key", task_source(), ["--sas-hours", "200"],
+     {"STORAGE_ACCOUNT_CONNECTION_STRING": "", "STORAGE_ACCOUNT_NAME": "devstoreaccount1", "STORAGE_ACCOUNT_KEY": ""}, None,
+     "error: --sas-hours 200 is over 168 (7 days), the longest a user delegation key lasts: with Microsoft Entra ID "
+     "(no STORAGE_ACCOUNT_KEY) the SAS URLs can live at most that long; use --sas-hours 168 or less, or give the storage account key", True),
     ("journal-corrupt", None, [], {}, stage_then_tamper(corrupt_journal),
      None, True),  # names the file and the parser's complaint; checked by prefix below
     ("journal-edited", None, [], {}, stage_then_tamper(rewrite_journal),

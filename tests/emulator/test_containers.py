@@ -96,3 +96,34 @@ def test_private_registry_credentials_from_the_pool(docker_emulator, docker_clie
                 docker_client.images.remove(reference)
             except docker.errors.ImageNotFound:
                 pass
+
+
+def test_task_user_identity_maps_into_the_container(docker_emulator, base_image):
+    """As the service documents (batch-docker-container-workloads: Batch maps the
+    task's user into the container; a pool-scope auto-user with admin elevation
+    runs as root there): a non-admin task cannot write a root-owned file, an
+    admin one can; both can write their own working directory."""
+    code = ("import os, sys; open('mine.txt', 'w').write('ok'); print(os.getuid()); "
+            "open('/etc/hostname', 'a').close(); print('wrote a root-owned file')")
+    admin = bm.UserIdentity(auto_user=bm.AutoUserSpecification(scope="pool", elevation_level="admin"))
+    nonadmin = bm.UserIdentity(auto_user=bm.AutoUserSpecification(scope="pool", elevation_level="nonadmin"))
+    with docker_emulator.client() as c:
+        container_pool(c, "upool", images=[base_image])
+        c.create_job(bm.BatchJobCreateOptions(id="ujob", pool_info=bm.BatchPoolInfo(pool_id="upool")))
+        settings = bm.BatchTaskContainerSettings(image_name=base_image, working_directory="taskWorkingDirectory")
+        c.create_tasks("ujob", [
+            bm.BatchTaskCreateOptions(id=name, command_line=f"python3 -c {json.dumps(code)}",
+                                      container_settings=settings, user_identity=identity)
+            for name, identity in (("admin", admin), ("nonadmin", nonadmin), ("default", None))
+        ])
+        wait_job_done(c, "ujob", timeout=120)
+        admin_task = c.get_task("ujob", "admin")
+        assert admin_task.execution_info.exit_code == 0, b"".join(c.download_task_file("ujob", "admin", "stderr.txt"))
+        assert b"".join(c.download_task_file("ujob", "admin", "stdout.txt")).split() == [b"0", b"wrote", b"a", b"root-owned", b"file"]
+        for name in ("nonadmin", "default"):  # the default identity is a non-admin pool auto-user
+            task = c.get_task("ujob", name)
+            assert task.execution_info.exit_code == 1
+            stdout = b"".join(c.download_task_file("ujob", name, "stdout.txt")).split()
+            assert len(stdout) == 1 and stdout[0] != b"0"   # ran as a non-root user, wrote its own directory
+            assert b"PermissionError" in b"".join(c.download_task_file("ujob", name, "stderr.txt"))
+            assert b"".join(c.download_task_file("ujob", name, "wd/mine.txt")) == b"ok"

@@ -31,6 +31,7 @@ from ...redact import redact
 from ...taskdef import IMAGE_HOME
 from ..base import Backend, TaskEnd, TaskStates, tail, timed_out_text
 from . import settings as settings_module
+from . import sas
 from .ranges import add_range, contains, from_sorted
 
 
@@ -121,6 +122,7 @@ class AzureBackend(Backend):
         # creating it: a crash in between leaves a job that a rerun creates or finds.
         self.state.pop("added", None)
         self.state.pop("rounds", None)
+        self.state.pop(sas.KEY, None)
         self._save_state(job_id=self.job_id, job_number=number, generation=self.run.journal.get("generation", 0),
                          image=self.settings.image)
         if not self.batch.create_job(self.job_id):
@@ -173,12 +175,33 @@ class AzureBackend(Backend):
                 rounds[str(index)] = rounds.get(str(index), 0) + 1
             self._add_tasks(again, rounds)
             self._save_state(rounds=rounds)  # after adding: a crash before this re-adds them (TaskExists)
+        if sas.near(self.state, self.settings.sas_hours):
+            self._renew_waiting(waiting - set(again), rounds)  # those added again just now have fresh URLs
 
-    def _add_tasks(self, indices: list, rounds: Optional[dict] = None) -> None:
+    def _renew_waiting(self, waiting: set, rounds: dict) -> None:
+        """Replace the tasks still waiting with tasks whose SAS URLs are fresh (sas.py)."""
+        stale = self.batch.waiting_tasks(self.job_id)
+        renew = []
+        for task_id_ in stale:
+            index, round_ = task_index(task_id_)
+            if index in waiting and round_ == rounds.get(str(index), 0):
+                renew.append(index)
+        if not renew:
+            return
+        self._say(f"{len(renew)} waiting tasks get fresh SAS URLs (theirs expire soon)")
+        for index in renew:
+            self.batch.delete_task(self.job_id, task_id(self.run.name, index, rounds.get(str(index), 0)))
+            rounds[str(index)] = rounds.get(str(index), 0) + 1
+        self._add_tasks(renew, rounds, renewed=True)
+        self._save_state(rounds=rounds)
+
+    def _add_tasks(self, indices: list, rounds: Optional[dict] = None, renewed: bool = False) -> None:
         """Add the tasks of these indices to the job; `rounds` numbers tasks added again."""
         if not indices:
             return
         from .tasks import task_definition
+
+        sas.record(self.state, sas.expiry(self.settings.sas_hours), renewed)  # before the URLs: never later than theirs
 
         self._say(f"adding {len(indices)} tasks to job {self.job_id}")
         files = self.run.files

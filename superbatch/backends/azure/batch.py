@@ -152,6 +152,16 @@ class BatchService:
                 time.sleep(min(2 ** attempt, 30))
         raise explain(cause, f"adding tasks to job {job_id!r}") from None
 
+    def waiting_tasks(self, job_id: str) -> list:
+        """Ids of the job's tasks that have not started (active)."""
+        return [task.id for task in self.client.list_tasks(job_id, filter="state eq 'active'", select=["id"], max_results=1000)]
+
+    def delete_task(self, job_id: str, task_id: str) -> None:
+        try:
+            self.client.delete_task(job_id, task_id)
+        except ResourceNotFoundError:
+            pass
+
     def task_counts(self, job_id: str) -> models.BatchTaskCounts:
         return self.client.get_job_task_counts(job_id).task_counts
 

@@ -17,6 +17,10 @@ DEFAULT_NODE_AGENT = "batch.node.ubuntu 24.04"
 POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# A user delegation key (the SAS signing key of Microsoft Entra ID) is valid
+# for at most 7 days ("Get User Delegation Key", Storage REST API:
+# https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key).
+USER_DELEGATION_HOURS = 168
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -119,6 +123,11 @@ class AzureSettings:
             raise SuperbatchError("--dedicated-nodes and --spot-nodes are both 0: a new pool would have no node to run the tasks")
         if not options.sas_hours > 0 or not options.poll_interval > 0:
             raise SuperbatchError("--sas-hours and --poll-interval must be positive")
+        if not connection_string and not storage_key and options.sas_hours > USER_DELEGATION_HOURS:
+            raise SuperbatchError(
+                f"--sas-hours {options.sas_hours:g} is over {USER_DELEGATION_HOURS} (7 days), the longest a user delegation key "
+                "lasts: with Microsoft Entra ID (no STORAGE_ACCOUNT_KEY) the SAS URLs can live at most that long; "
+                f"use --sas-hours {USER_DELEGATION_HOURS} or less, or give the storage account key")
         task_command = TASK_COMMAND_LINE if getattr(options, "task_command", None) is None else options.task_command
         if not task_command.strip():
             raise SuperbatchError("--task-command is empty")

@@ -31,11 +31,15 @@ def task_definition(task_id: str, settings: AzureSettings, config_url: str, reso
         container_settings=models.BatchTaskContainerSettings(
             image_name=settings.image,
             working_directory=models.ContainerWorkingDirectory.TASK_WORKING_DIRECTORY,
-            # The image's own user (non-root, for local runs) may not own the
-            # task directory that Batch mounts; on a single-tenant Batch VM the
-            # container runs as root so that the worker can write its output.
-            container_run_options="--user 0:0",
         ),
+        # Batch maps the task's user into the container. The documented way to
+        # run as root there, so that the worker can write its output whatever
+        # user the image names, is the pool-scope auto-user with admin
+        # elevation ("Run container applications on Azure Batch",
+        # https://learn.microsoft.com/azure/batch/batch-docker-container-workloads;
+        # https://learn.microsoft.com/azure/batch/batch-user-accounts).
+        user_identity=models.UserIdentity(auto_user=models.AutoUserSpecification(
+            scope=models.AutoUserScope.POOL, elevation_level=models.ElevationLevel.ADMIN)),
         resource_files=[
             models.ResourceFile(http_url=config_url, file_path=files.config),
             models.ResourceFile(http_url=resource_url, file_path=files.resource),
