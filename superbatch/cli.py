@@ -98,6 +98,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--task-command", metavar="COMMAND", help="the command line each task runs in its working directory, instead of the worker "
                         "(default: task.py's WORKER, else worker.py)")
     parser.add_argument("--summary-json", type=Path, metavar="PATH", help="write a machine-readable summary of the run to PATH")
+    parser.add_argument("--report", action="store_true", help="with --run NAME: write runs/NAME/report.html for that run, without running anything (every run writes it at its end)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
@@ -124,6 +125,8 @@ def main(argv=None) -> int:
     logging.getLogger("azure").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     try:
         options = build_parser().parse_args(argv)
+        if options.report:
+            return _report_only(options)
         options.run = options.run or default_run_name()
         options.argv = argv  # for the resume and cancel commands printed on Ctrl-C
         if not options.quiet:
@@ -150,6 +153,19 @@ def main(argv=None) -> int:
     if summary.failures:
         print(f"warning: {len(summary.failures)} tasks failed ({', '.join(str(f.index) for f in summary.failures[:10])}); aggregated the other {summary.tasks['total'] - len(summary.failures)}", file=sys.stderr)
     print(summary.aggregate)
+    return 0
+
+
+def _report_only(options) -> int:
+    """--report: the report of an existing run, from its facts."""
+    if not options.run:
+        raise UsageError("--report writes the report of an existing run: add --run NAME")
+    run_dir = KIT_DIR / "runs" / options.run
+    if not run_dir.is_dir():
+        raise UsageError(f"--report: there is no run {options.run!r} (no folder runs/{options.run}/)")
+    from .report import write_report
+
+    print(write_report(run_dir))
     return 0
 
 

@@ -3,6 +3,7 @@
 import argparse
 import json
 import queue
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -12,8 +13,9 @@ from typing import Any, Optional
 
 from .backends import Backend, TaskEnd, backend_class
 from .errors import SuperbatchError
+from .facts import FactLog
 from .formats import load
-from .progress import Progress
+from .progress import Progress, say
 from .redact import redact
 from .runs import RunFolder
 from .staging import Stager, choose_format
@@ -39,6 +41,8 @@ class Summary:
     phases: dict = field(default_factory=dict)  # wall seconds by phase
     failures: list = field(default_factory=list)
     aggregate: Any = None
+    facts: list = field(default_factory=list)  # each task that ended in this session, as runs/<run>/facts.jsonl has it
+    nodes: list = field(default_factory=list)  # the pool's node counts over time (azure)
 
     def write(self, path: Path) -> None:
         data = asdict(self)
@@ -112,10 +116,11 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
     summary.tasks = {"total": total, "already_done": total - len(pending), "succeeded": 0, "failed": 0}
 
     progress = Progress(total, total - len(pending), quiet=options.quiet)
+    facts = FactLog(run.path, options.backend)
     try:
         with timed(phases, "run"):
             if pending:
-                _run_tasks(backend, run, pending, summary, progress)
+                _run_tasks(backend, run, pending, summary, progress, facts)
     except KeyboardInterrupt:
         progress.close()
         backend.interrupted()
@@ -125,39 +130,60 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
     finally:
         backend.close()
         phases.update(backend.phases)
+        summary.nodes = backend.node_samples
+        facts.nodes(backend.node_samples)
 
     if summary.failures and not options.allow_failures:
+        _report(run, facts, phases, options.quiet)
         raise TaskFailures(summary, total)
     with timed(phases, "aggregate"):
         summary.aggregate = _aggregate(definition, run, total)
+    _report(run, facts, phases, options.quiet)
     return summary
 
 
-def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary, progress: Progress) -> None:
+def _report(run: RunFolder, facts: FactLog, phases: dict, quiet: bool) -> None:
+    """Close the session's facts and write runs/<run>/report.html; a report that
+    cannot be written is a warning, never the run's failure."""
+    facts.phases(phases)
+    facts.close()
+    try:
+        from .report import write_report  # plotly, only once there is something to draw
+
+        path = write_report(run.path)
+    except Exception as error:
+        print(f"warning: the run report could not be written ({type(error).__name__}: {error}); "
+              f"try again with --report --run {run.name}", file=sys.stderr)
+        return
+    say(f"report: {path}", quiet)
+
+
+def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary, progress: Progress, facts: FactLog) -> None:
     """Submit the pending tasks, follow them and bring each output home as it ends."""
-    fetched: queue.SimpleQueue = queue.SimpleQueue()  # (index, error or None) from the fetch threads
+    fetched: queue.SimpleQueue = queue.SimpleQueue()  # (the task's end, error or None) from the fetch threads
     in_flight = 0
 
-    def fetch(index: int) -> None:
+    def fetch(end: TaskEnd) -> None:
         try:
-            backend.fetch(index, run.output_path(index))
-            fetched.put((index, None))
+            backend.fetch(end.index, run.output_path(end.index))
+            fetched.put((end, None))
         except Exception as error:  # reported as that task's failure below
-            fetched.put((index, error))
+            fetched.put((end, error))
 
     def settle(block: bool) -> None:
         nonlocal in_flight
         while in_flight:
             try:
-                index, error = fetched.get(block=block)
+                end, error = fetched.get(block=block)
             except queue.Empty:
                 return
             in_flight -= 1
             if error is None:
-                _record(summary, progress, TaskEnd(index, True))
+                _record(summary, progress, facts, end)
             else:
                 # the storage SDK's message may quote the service's answer, secrets included
-                _record(summary, progress, TaskEnd(index, False, None, failure_info=redact(f"its output could not be fetched: {error}")))
+                _record(summary, progress, facts, TaskEnd(end.index, False, None, failure_info=redact(f"its output could not be fetched: {error}"),
+                                                          attempts=end.attempts, spans=end.spans, requeues=end.requeues))
 
     backend.submit(pending)
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch") as fetchers:
@@ -165,17 +191,18 @@ def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary
             if end is None:
                 progress.refresh(backend.states())
             elif not end.succeeded:
-                _record(summary, progress, end)
+                _record(summary, progress, facts, end)
             elif run.is_home(end.index):
-                _record(summary, progress, end)  # never fetched twice
+                _record(summary, progress, facts, end)  # never fetched twice
             else:
                 in_flight += 1
-                fetchers.submit(fetch, end.index)
+                fetchers.submit(fetch, end)
             settle(block=False)
         settle(block=True)
 
 
-def _record(summary: Summary, progress: Progress, end: TaskEnd) -> None:
+def _record(summary: Summary, progress: Progress, facts: FactLog, end: TaskEnd) -> None:
+    summary.facts.append(facts.task(end))
     if end.succeeded:
         summary.tasks["succeeded"] += 1
     else:

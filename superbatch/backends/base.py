@@ -28,6 +28,21 @@ class TaskEnd:
     failure_info: str = ""  # the backend's own account of a failure, if it gives one
     attempts: int = 1
     timed_out: bool = False  # stopped by --task-timeout
+    # For the run report: each attempt as span(), where the backend knows it,
+    # and how often the service put the task back in its queue (Azure's requeueCount).
+    spans: list = field(default_factory=list)
+    requeues: int = 0
+
+    @property
+    def outcome(self) -> str:
+        return "succeeded" if self.succeeded else ("timed out" if self.timed_out else "failed")
+
+
+def span(start: Optional[float], end: Optional[float], where: str, outcome: str) -> dict:
+    """One attempt of a task: start and end in seconds since the epoch (None
+    when unknown), where it ran (a node, a worker process, a container slot)
+    and how it ended (succeeded, failed, timed out, retried, requeued)."""
+    return {"start": start, "end": end, "where": where, "outcome": outcome}
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Backend(ABC):
         self.options = options
         self.kit_dir = Path(kit_dir)
         self.phases: dict = {}  # wall seconds of the backend's own phases (uploads, submission), for the summary
+        self.node_samples: list = []  # the pool's node counts over time, where there is a pool: {"t", "dedicated", "spot"}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -29,8 +29,8 @@ from typing import Iterator, Optional, Sequence
 from ..errors import SuperbatchError
 from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
 from ..taskdef import IMAGE_HOME
-from .base import Backend, TaskEnd, TaskStates
-from .local import finish, prepare_workdir, timed_out
+from .base import Backend, TaskEnd, TaskStates, span
+from .local import finish, prepare_workdir, timed_out, with_spans
 
 LABEL = "superbatch.run"  # on every container, so that leftovers can be found: docker ps -a --filter label=superbatch.run
 
@@ -112,16 +112,19 @@ class DockerBackend(Backend):
         workdir = prepare_workdir(self.run.path, index, self.run.files)
         timeout = getattr(self.options, "task_timeout", None)
         deadline = time.monotonic() + timeout if timeout else None
+        spans, where = [], "slot " + threading.current_thread().name.rsplit("_", 1)[-1]  # the pool's thread: one container at a time
         for attempt in range(1, self.options.retries + 2):
+            started = time.time()
             exit_code, info = self._run_container(index, workdir, deadline)
+            spans.append(span(started, time.time(), where, "succeeded" if exit_code == 0 else "failed"))
             if info == TIMED_OUT:
-                return timed_out(self.run.path, index, timeout, attempt)
+                return with_spans(timed_out(self.run.path, index, timeout, attempt), spans)
             if exit_code == 0:
                 break
             if self._stopping:  # not run, or killed by interrupted(): not the task's failure, keep no log of it
                 shutil.rmtree(workdir, ignore_errors=True)
                 return TaskEnd(index, False, exit_code, failure_info="the run was interrupted", attempts=attempt)
-        end = finish(self.run.path, workdir, index, exit_code, attempt, self.run.files)
+        end = with_spans(finish(self.run.path, workdir, index, exit_code, attempt, self.run.files), spans)
         if info and not end.succeeded:
             end.failure_info = info
         return end

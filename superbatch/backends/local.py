@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -37,7 +38,7 @@ import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from ..formats import FILES, Files
-from .base import Backend, TaskEnd, tail, timed_out_text
+from .base import Backend, TaskEnd, span, tail, timed_out_text
 
 TIMED_OUT_MARK = ".superbatch-timed-out"  # left in a task's working directory by the timer that killed it
 
@@ -96,35 +97,53 @@ def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int, timeout: O
     import worker
 
     workdir = prepare_workdir(Path(run_dir), index, files)
+    spans, where = [], f"process {os.getpid()}"
     with killed_after(timeout, workdir):  # the limit covers the task, retries included, as maxWallClockTime does on Batch
         for attempt in range(1, retries + 2):
+            started = time.time()
             with captured_output(workdir):
                 exit_code = _call_worker(worker.run_task, workdir)
+            spans.append(span(started, time.time(), where, "succeeded" if exit_code == 0 else "failed"))
             if exit_code == 0:
                 break
-    return finish(Path(run_dir), workdir, index, exit_code, attempt, files)
+    return with_spans(finish(Path(run_dir), workdir, index, exit_code, attempt, files), spans)
 
 
 def run_in_subprocess(run_dir: str, command: list, index: int, retries: int, timeout: Optional[float] = None,
                       files: Files = FILES["pickle"]) -> TaskEnd:
     """Run one task as its own process (`python worker.py` or another worker), as Batch would."""
-    import time
-
     workdir = prepare_workdir(Path(run_dir), index, files)
     deadline = time.monotonic() + timeout if timeout else None
+    # a lane per thread of follow()'s pool; the fallbacks after a broken pool run one after the other
+    thread = threading.current_thread().name
+    spans, where = [], f"slot {thread.rsplit('_', 1)[-1]}" if thread.startswith("task_") else "a process per task"
     for attempt in range(1, retries + 2):
+        started = time.time()
         with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
             try:
                 left = max(0.0, deadline - time.monotonic()) if deadline else None
                 exit_code = subprocess.run(command, cwd=workdir, stdout=out, stderr=err, timeout=left).returncode
             except subprocess.TimeoutExpired:  # subprocess.run has killed it
-                return timed_out(Path(run_dir), index, timeout, attempt)
+                spans.append(span(started, time.time(), where, "timed out"))
+                return with_spans(timed_out(Path(run_dir), index, timeout, attempt), spans)
             except OSError as error:  # no such program: reported as the task's failure, like a missing `python`
                 err.write(f"cannot run {shlex.join(command)}: {error.strerror or error}\n".encode())
                 exit_code = 127
+        spans.append(span(started, time.time(), where, "succeeded" if exit_code == 0 else "failed"))
         if exit_code == 0:
             break
-    return finish(Path(run_dir), workdir, index, exit_code, attempt, files)
+    return with_spans(finish(Path(run_dir), workdir, index, exit_code, attempt, files), spans)
+
+
+def with_spans(end: TaskEnd, spans: list) -> TaskEnd:
+    """Attach the attempts' spans; the last one ends as the task did (finish() may
+    fail a task that exited 0 without an output), the ones before were retried."""
+    for earlier in spans[:-1]:
+        earlier["outcome"] = "retried"  # it failed, and the task was tried again
+    if spans:
+        spans[-1]["outcome"] = end.outcome
+    end.spans = spans
+    return end
 
 
 @contextlib.contextmanager
@@ -135,7 +154,8 @@ def killed_after(timeout: Optional[float], workdir: Path):
         return
 
     def kill() -> None:
-        (workdir / TIMED_OUT_MARK).touch()
+        # when and where, for the report: this process is gone before it can say
+        (workdir / TIMED_OUT_MARK).write_text(f"{os.getpid()} {time.time()}")
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
     timer = threading.Timer(timeout, kill)
@@ -150,6 +170,12 @@ def killed_after(timeout: Optional[float], workdir: Path):
 def timed_out(run_dir: Path, index: int, timeout: float, attempts: int = 1) -> TaskEnd:
     """The end of a task killed at --task-timeout: its stderr so far is kept as its log."""
     workdir = run_dir / "work" / f"task_{index}"
+    spans = []
+    try:  # killed in a pool process: its mark says which and when (the limit counts from the task's start)
+        pid, killed = (workdir / TIMED_OUT_MARK).read_text().split()
+        spans.append(span(float(killed) - timeout, float(killed), f"process {pid}", "timed out"))
+    except (OSError, ValueError):
+        pass
     stderr_path = workdir / "stderr.txt"
     stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
     logs = run_dir / "logs"
@@ -157,7 +183,7 @@ def timed_out(run_dir: Path, index: int, timeout: float, attempts: int = 1) -> T
     (logs / f"task_{index}_stderr.txt").write_text(stderr)
     shutil.rmtree(workdir, ignore_errors=True)
     return TaskEnd(index, False, None, stderr_tail=tail(stderr), failure_info=timed_out_text(timeout),
-                   attempts=attempts, timed_out=True)
+                   attempts=attempts, timed_out=True, spans=spans)
 
 
 def _call_worker(run_task, workdir: Path) -> int:

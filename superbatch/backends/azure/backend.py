@@ -35,6 +35,9 @@ from . import sas
 from .ranges import add_range, contains, from_sorted
 
 
+NODE_SAMPLE_EVERY = 10  # polls between two reads of the pool's node count, for the run report
+
+
 class AzureBackend(Backend):
     name = "azure"
 
@@ -165,8 +168,11 @@ class AzureBackend(Backend):
             if index not in waiting or round_ != rounds.get(str(index), 0):
                 continue  # not this run's, or an attempt already superseded
             if task.execution_info is not None and task.execution_info.result == "success":
+                from .batch import task_spans
+
                 waiting.discard(index)
-                self.ended_early.append(TaskEnd(index, True, 0))
+                self.ended_early.append(TaskEnd(index, True, 0, attempts=task.execution_info.retry_count + 1,
+                                                spans=task_spans(task), requeues=task.execution_info.requeue_count or 0))
             else:
                 again.append(index)
         if again:
@@ -233,8 +239,12 @@ class AzureBackend(Backend):
             waiting.discard(end.index)
             yield end
         since = margin_before(self.since) if self.since else None
+        polls = 0
         while waiting:
             polled = time.monotonic()
+            if polls % NODE_SAMPLE_EVERY == 0:
+                self._sample_nodes()
+            polls += 1
             counts = self.batch.task_counts(self.job_id)
             self.counts = TaskStates(pending=counts.active, running=counts.running)
             if counts.completed != self.completed_seen:  # else nothing new to list
@@ -262,12 +272,21 @@ class AzureBackend(Backend):
             yield None
             if waiting:
                 time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - polled)))
+        self._sample_nodes()
         self.finished = True
 
+    def _sample_nodes(self) -> None:
+        counts = self.batch.node_counts()
+        if counts is not None:
+            self.node_samples.append({"t": time.time(), **counts})
+
     def _task_end(self, index: int, task, failure_text) -> TaskEnd:
+        from .batch import task_spans
+
         info = task.execution_info
+        requeues = (info.requeue_count or 0) if info else 0
         if info is not None and info.result == "success":
-            return TaskEnd(index, True, info.exit_code, attempts=info.retry_count + 1)
+            return TaskEnd(index, True, info.exit_code, attempts=info.retry_count + 1, spans=task_spans(task), requeues=requeues)
         stderr = redact(self.batch.stderr_tail(self.job_id, task.id))
         log = self.run.log_path(index)
         log.parent.mkdir(exist_ok=True)
@@ -275,9 +294,13 @@ class AzureBackend(Backend):
         from .tasks import ran_out_of_time
 
         timed_out = ran_out_of_time(info, self.settings.task_timeout)
+        spans = task_spans(task)
+        if spans and timed_out:
+            spans[-1]["outcome"] = "timed out"
         return TaskEnd(index, False, info.exit_code if info else None, stderr_tail=tail(stderr),
                        failure_info=timed_out_text(self.settings.task_timeout) if timed_out else redact(failure_text(info)),
-                       attempts=(info.retry_count + 1) if info else 1, timed_out=timed_out)
+                       attempts=(info.retry_count + 1) if info else 1, timed_out=timed_out,
+                       spans=spans, requeues=requeues)
 
     def fetch(self, index: int, destination: Path) -> None:
         self.store.download(self.prefix + self.run.files.local_output.format(index), destination)

@@ -12,8 +12,8 @@ from .clients import error_code, explain, transport
 from .codes import batch_error, is_exists
 from .settings import AzureSettings
 
-# Only what following the tasks needs, so a page of 1000 tasks stays small.
-TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo"]
+# Only what following the tasks (and the run report: node, creation) needs, so a page of 1000 tasks stays small.
+TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo", "creationTime"]
 
 
 class BatchService:
@@ -172,6 +172,14 @@ class BatchService:
             condition += f" and stateTransitionTime gt datetime'{since.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
         return self.client.list_tasks(job_id, filter=condition, select=TASK_FIELDS, max_results=1000)
 
+    def node_counts(self) -> Optional[dict]:
+        """The pool's current dedicated and spot node counts (one small GET), for the run report."""
+        try:
+            pool = self.client.get_pool(self.settings.pool_id, select=["currentDedicatedNodes", "currentLowPriorityNodes"])
+        except Exception:
+            return None  # the report goes without this sample; the run itself does not depend on it
+        return {"dedicated": pool.current_dedicated_nodes or 0, "spot": pool.current_low_priority_nodes or 0}
+
     def stderr_tail(self, job_id: str, task_id: str, limit: int = 64 * 1024) -> str:
         """The end of a task's stderr.txt, or why it cannot be read."""
         try:
@@ -188,6 +196,25 @@ def failure_text(info: Optional[models.BatchTaskExecutionInfo]) -> str:
     failure = info.failure_info
     category = getattr(failure.category, "value", failure.category)  # the SDK's enum, as the REST API spells it
     return f"{category} {failure.code}: {failure.message}".strip()
+
+
+def task_spans(task: models.BatchTask) -> list:
+    """The task's attempts for the run report. Batch gives the times and node of
+    the last attempt only; the earlier ones (retryCount, requeueCount) are known
+    to lie between the task's creation and that start, on nodes it does not name."""
+    from ..base import span
+
+    info = task.execution_info
+    if info is None:
+        return []
+    start = info.start_time.timestamp() if info.start_time else None
+    end = info.end_time.timestamp() if info.end_time else None
+    created = task.creation_time.timestamp() if task.creation_time else None
+    where = task.node_info.node_id if task.node_info is not None and task.node_info.node_id else "node unknown"
+    earlier = [span(created, start, "", "retried") for _ in range(info.retry_count or 0)]
+    earlier += [span(created, start, "", "requeued") for _ in range(info.requeue_count or 0)]
+    outcome = "succeeded" if info.result == "success" else "failed"
+    return earlier + [span(start, end, where, outcome)]
 
 
 def margin_before(moment: datetime) -> datetime:
