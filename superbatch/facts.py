@@ -39,8 +39,7 @@ class FactLog:
                 "attempts": end.spans, "requeues": end.requeues}
         if not end.succeeded:
             fact.update(failure_info=end.failure_info, stderr_tail=(end.stderr_tail or "")[-STDERR_CHARS:])
-        self._write(fact)
-        return fact
+        return self._write(fact)
 
     def nodes(self, samples: list) -> None:
         for sample in samples:
@@ -52,10 +51,12 @@ class FactLog:
     def close(self) -> None:
         self.file.close()
 
-    def _write(self, fact: dict) -> None:
+    def _write(self, fact: dict) -> dict:
         # A line at a time, flushed: a crash loses at most the line being written.
-        self.file.write(json.dumps({"kind": fact["kind"], "session": self.session, **fact}) + "\n")
+        fact = {"kind": fact["kind"], "session": self.session, **fact}
+        self.file.write(json.dumps(fact) + "\n")
         self.file.flush()
+        return fact
 
 
 def read_facts(run_dir: Path) -> list:
