@@ -39,10 +39,11 @@ class Need(enum.Enum):
     AZURITE = "Azurite"
     API_DESCRIPTION = "the Batch REST API description"
     R = "R with jsonlite (Rscript)"
+    CHROMIUM = "Chromium"
 
 
 # What may be skipped outside CI; everything else fails everywhere.
-SKIPPABLE_OUTSIDE_CI = frozenset({Need.ENGINE, Need.REGISTRY, Need.API_DESCRIPTION, Need.R})
+SKIPPABLE_OUTSIDE_CI = frozenset({Need.ENGINE, Need.REGISTRY, Need.API_DESCRIPTION, Need.R, Need.CHROMIUM})
 
 # Where each comes from, for the failure message.
 _PROVIDER = {
@@ -52,6 +53,7 @@ _PROVIDER = {
     Need.AZURITE: "`make test` installs it (npm ci)",
     Need.API_DESCRIPTION: "set BATCH_API_SPEC to the path of BatchService.json",
     Need.R: ".ci/setup-docker.sh installs r-base-core and r-cran-jsonlite",
+    Need.CHROMIUM: ".ci/run installs Debian's chromium package",
 }
 
 
