@@ -65,7 +65,9 @@ class Progress:
 
     def _describe(self) -> None:
         parts = []
-        if self.states is not None:
+        if self.states is not None and self.states.waiting_for:
+            parts.append(self.states.waiting_for)
+        elif self.states is not None:
             parts.append(f"pending {self.states.pending}, running {self.states.running}")
         parts.append(f"failed {self.failed}")
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
@@ -80,6 +82,10 @@ class Progress:
         rate = self.ended_now / elapsed if elapsed > 0 else 0.0
         ended = self.done + self.failed
         line = f"[superbatch] {self.done}/{self.total} done, {self.failed} failed"
+        if self.states is not None and self.states.waiting_for:
+            # Nothing runs: what the tasks wait for says more than a rate of zero.
+            print(f"{line}, {self.states.pending} tasks {self.states.waiting_for}", file=self.stream, flush=True)
+            return
         if self.states is not None:
             line += f", {self.states.running} running, {self.states.pending} pending"
         line += f", {rate:.1f} tasks/s"

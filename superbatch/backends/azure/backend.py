@@ -32,6 +32,7 @@ from ...taskdef import IMAGE_HOME
 from ..base import Backend, TaskEnd, TaskStates, tail, timed_out_text
 from . import settings as settings_module
 from . import sas
+from . import watchdog
 from .ranges import add_range, contains, from_sorted
 
 
@@ -92,15 +93,19 @@ class AzureBackend(Backend):
         self.phases["upload"] = round(time.perf_counter() - started, 4)
 
         started = time.perf_counter()
+        if self.pool_exists:  # but a pool being deleted cannot serve: wait until it is gone, then create it
+            self.pool_exists = watchdog.wait_until_gone(self.batch, self.settings, self._say, self.settings.poll_interval)
         if not self.pool_exists:
             self._say(f"creating pool {self.settings.pool_id} ({self.settings.dedicated_nodes} dedicated, {self.settings.spot_nodes} spot {self.settings.vm_size} nodes)")
-            created = self.batch.create_pool()
+            with watchdog.naming_leftovers(self.settings, self.run.name, self.options, pool_left=False):
+                created = watchdog.create_pool(self.batch, self.settings, self._say, self.settings.poll_interval)
             self._save_state(pool_created=created or self.state.get("pool_created", False))
         self._save_state(pool_id=self.settings.pool_id, container=self.settings.container)
         if self._job_can_serve():
             self._reattach()
         else:
-            self._start_job()
+            with watchdog.naming_leftovers(self.settings, self.run.name, self.options):
+                self._start_job()
         self._add_tasks([index for index in self.pending if not contains(self.state.get("added", []), index)])
         self.phases["submit"] = round(time.perf_counter() - started, 4)
 
@@ -240,13 +245,15 @@ class AzureBackend(Backend):
             yield end
         since = margin_before(self.since) if self.since else None
         polls = 0
+        pool_watch = watchdog.Watchdog(self.batch, self.settings, self.run.name, self.job_id, self.options, self._say)
         while waiting:
             polled = time.monotonic()
             if polls % NODE_SAMPLE_EVERY == 0:
                 self._sample_nodes()
             polls += 1
             counts = self.batch.task_counts(self.job_id)
-            self.counts = TaskStates(pending=counts.active, running=counts.running)
+            waiting_for = pool_watch.poll(counts.active, counts.running)  # may stop the run with a diagnosis
+            self.counts = TaskStates(pending=counts.active, running=counts.running, waiting_for=waiting_for)
             if counts.completed != self.completed_seen:  # else nothing new to list
                 self.completed_seen = counts.completed
                 newest = None

@@ -71,6 +71,26 @@ class BatchService:
         job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id))
         return self._created_unless_exists(lambda: self.client.create_job(job), f"creating job {job_id!r}", job=job_id)
 
+    def get_pool(self, select: Optional[list] = None) -> Optional[models.BatchPool]:
+        """The pool (only the `select`ed fields), None when it does not exist."""
+        try:
+            return self.client.get_pool(self.settings.pool_id, select=select)
+        except ResourceNotFoundError:
+            return None
+        except Exception as error:
+            raise batch_error(error, f"reading pool {self.settings.pool_id!r}", pool=self.settings.pool_id) from None
+
+    def list_node_states(self, limit: int = 1000) -> list:
+        """The pool's nodes (state, errors), one request: the first page only."""
+        try:
+            pages = self.client.list_nodes(self.settings.pool_id, select=["id", "state", "isDedicated", "errors"],
+                                           max_results=limit).by_page()
+            return list(next(pages, []))
+        except ResourceNotFoundError:
+            return []
+        except Exception as error:
+            raise batch_error(error, f"reading the nodes of pool {self.settings.pool_id!r}", pool=self.settings.pool_id) from None
+
     def job_state(self, job_id: str) -> Optional[str]:
         """The job's state (active, terminating, completed, deleting...), None when there is no such job."""
         try:

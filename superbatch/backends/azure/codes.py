@@ -40,7 +40,10 @@ def batch_error(error: Exception, doing: str, pool: str = "", job: str = "", acc
     code = error_code(error)
     advice = ADVICE.get(code)
     if advice is None:
-        return explain(error, doing)
-    what, todo = (part.format(pool=pool, job=job, account=account) for part in advice)
-    return SuperbatchError(redact(f"{doing} failed: {code}: {what}; {todo}"))
+        failure = explain(error, doing)
+    else:
+        what, todo = (part.format(pool=pool, job=job, account=account) for part in advice)
+        failure = SuperbatchError(redact(f"{doing} failed: {code}: {what}; {todo}"))
+    failure.code = code  # for callers that wait some codes out (PoolBeingDeleted)
+    return failure
 
