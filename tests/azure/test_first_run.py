@@ -5,7 +5,10 @@ is left on Azure and the command that removes it), and nothing is left that
 the line does not name; a pool being deleted is waited for and created again.
 """
 
+import os
+import re
 import shlex
+import subprocess
 import time
 from urllib.parse import unquote
 
@@ -97,21 +100,36 @@ def test_a_resizing_pool_is_waited_for_until_its_resize_timeout(kit, make_cloud)
 
     cloud = make_cloud(allocation="timeout")
     client = cloud.emulator.client()
-    started = time.monotonic()
     client.create_pool(models.BatchPoolCreateOptions(
-        id="superbatch", vm_size="standard_d2s_v3", target_dedicated_nodes=2, resize_timeout="PT8S",
+        id="superbatch", vm_size="standard_d2s_v3", target_dedicated_nodes=0,
         virtual_machine_configuration=models.VirtualMachineConfiguration(
             image_reference=models.BatchVmImageReference(publisher="canonical", offer="ubuntu", sku="22_04-lts"),
             node_agent_sku_id="batch.node.ubuntu 22.04")))
     kit.write_task(TASK)
-    done = cloud.run(kit, "slow", timeout=120)
+    process = subprocess.Popen(kit.command(*cloud.flags(kit, "slow")), cwd=kit.path, env={**os.environ, **cloud.env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while polls(cloud) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The resize starts once the run polls, whatever time the kit took to start;
+        # its timeout is past the progress line's 10 s interval, so a line shows it.
+        client.begin_resize_pool("superbatch", models.BatchPoolResizeOptions(target_dedicated_nodes=2, resize_timeout="PT12S"))
+        resized = time.monotonic()
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     line = error_line(done)
-    assert time.monotonic() - started >= 8 and polls(cloud) >= 5  # polled, and waited for the resize timeout
+    assert time.monotonic() - resized >= 12  # not before the resize timeout
     assert line == ("error: pool 'superbatch' cannot get nodes: its nodes were not allocated within the resize timeout "
                     "(AllocationTimedout: Desired number of dedicated nodes could not be allocated as the resize timeout was reached); "
                     "try another --vm-size or region, or rerun later; job 'superbatch-slow' is ended. "
                     + left("slow", "0 nodes, none billed yet"))
-    assert "[superbatch] 0/4 done, 0 failed, 4 tasks waiting for nodes: 0 of 2 dedicated, allocating, 0s" in done.stderr.splitlines()
+    progress = [line for line in stderr.splitlines() if "waiting for nodes" in line]
+    # still waiting, and saying so, ten seconds into the resize
+    assert any(re.fullmatch(r"\[superbatch\] 0/4 done, 0 failed, 4 tasks waiting for nodes: 0 of 2 dedicated, allocating, 1\ds", line)
+               for line in progress), stderr
     cleaned_up_by_the_named_command(kit, cloud, line, "slow")
 
 
