@@ -2,6 +2,7 @@ import pytest
 
 from tests.kit import Kit
 from tests.support.needs import in_ci
+from tests.support.browser import chromium  # noqa: F401  (one browser for the session, shared by every report test)
 
 
 @pytest.fixture

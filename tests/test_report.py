@@ -5,7 +5,7 @@ its own, and the size of a 20,000-task report."""
 import json
 import random
 
-from tests.support.browser import assert_clean, chromium, open_report  # noqa: F401  (fixture)
+from tests.support.browser import assert_clean, open_report
 
 COUNT = 12
 
