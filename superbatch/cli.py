@@ -106,6 +106,7 @@ def build_parser() -> ArgumentParser:
     image.add_argument("--image", metavar="NAME", default=os.environ.get("DOCKER_IMAGE", DEFAULT_IMAGE), help="the worker image (default: $DOCKER_IMAGE or %(default)s)")
     image.add_argument("--build", action="store_true", help="build the image from the Dockerfile before the run")
     image.add_argument("--base-image", metavar="IMAGE", help="with --build: the Dockerfile's BASE_IMAGE build argument (default: the Dockerfile's own)")
+    image.add_argument("--preflight", action="store_true", help="run task 0 in the image (docker) before the run; --build does so when the image goes to the cloud")
     image.add_argument("--push", action="store_true", help="push the image to $REGISTRY_SERVER before the run, logging in with $REGISTRY_USERNAME and $REGISTRY_PASSWORD")
 
     for name in BACKENDS:

@@ -43,6 +43,7 @@ class Summary:
     aggregate: Any = None
     facts: list = field(default_factory=list)  # each task that ended in this session, as runs/<run>/facts.jsonl has it
     nodes: list = field(default_factory=list)  # the pool's node counts over time (azure)
+    images: dict = field(default_factory=dict)  # image by digest -> task indices, where the backend knows
 
     def write(self, path: Path) -> None:
         data = asdict(self)
@@ -101,17 +102,10 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
     if getattr(options, "cancel", False):
         backend.cancel()
         return None
-    if options.build or options.push:
-        from . import image  # the docker SDK, only when asked for
-
-        with timed(phases, "image"):
-            if options.build:
-                image.build(kit_dir, options.image, base_image=options.base_image, quiet=options.quiet)
-            if options.push:
-                image.push(options.image, quiet=options.quiet)
-
-    with timed(phases, "stage"):
+    with timed(phases, "stage"):  # local only; before the image, so that task 0 can run in it
         total = Stager(run, restage=options.restage, max_input_bytes=int(options.max_input_mb * 2**20)).stage(definition)
+    if options.build or options.push or getattr(options, "preflight", False):
+        _image_phase(options, kit_dir, run, backend, phases)
     pending = [index for index in range(total) if not run.is_home(index)]
     summary.tasks = {"total": total, "already_done": total - len(pending), "succeeded": 0, "failed": 0}
 
@@ -132,6 +126,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
         phases.update(backend.phases)
         summary.nodes = backend.node_samples
         facts.nodes(backend.node_samples)
+        summary.images = backend.images()
 
     if summary.failures and not options.allow_failures:
         _report(run, facts, phases, options.quiet)
@@ -156,6 +151,25 @@ def _report(run: RunFolder, facts: FactLog, phases: dict, quiet: bool) -> None:
               f"try again with --report --run {run.name}", file=sys.stderr)
         return
     say(f"report: {path}", quiet)
+
+
+def _image_phase(options, kit_dir: Path, run: RunFolder, backend: Backend, phases: dict) -> None:
+    """Build, try task 0 in the image, push: in that order, so that an image
+    whose task fails is never pushed nor run in the cloud."""
+    from . import image  # the docker SDK, only when asked for
+    from .preflight import preflight, wanted
+
+    with timed(phases, "image"):
+        if options.build:
+            image.build(kit_dir, options.image, base_image=options.base_image, quiet=options.quiet)
+    if wanted(options):
+        with timed(phases, "preflight"):
+            preflight(run, options, kit_dir, options.image)
+    if options.push:
+        with timed(phases, "image"):
+            _, digest = image.push_image(options.image, quiet=options.quiet)
+        if digest:
+            backend.image_pushed(digest)
 
 
 def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary, progress: Progress, facts: FactLog) -> None:

@@ -25,6 +25,10 @@ TASK_COMMAND_LINE = "python /app/worker.py"
 
 BUILD_LOG_TAIL = 15  # lines of build output shown with a failure under --quiet
 
+# Batch VMs are x86-64: an image built on an ARM laptop for its own
+# architecture would not start there, so builds ask for this platform.
+PLATFORM = "linux/amd64"
+
 
 def qualified_image(image: str, registry_server: str | None) -> str:
     """The image name as a registry holds it: with the server in front, if one is set."""
@@ -90,6 +94,7 @@ def build(kit_dir, name: str, base_image: str | None = None, quiet: bool = False
             forcerm=True,  # no containers left behind by a failed step either
             decode=True,
             timeout=None,  # a long silent step (a big pip install) is not an error
+            platform=PLATFORM,
         )
         for message in messages:
             if "error" in message:
@@ -123,8 +128,25 @@ def _build_failed(name: str, step: str, error: str, log: list, quiet: bool, base
     raise SuperbatchError(f"building {name} failed{where}: {_first_line(error)}{hint}")
 
 
+def platform_problem(attrs: dict) -> str | None:
+    """Why an image (the engine's inspect answer) cannot run on Batch nodes, or None."""
+    os_, arch = attrs.get("Os") or "?", attrs.get("Architecture") or "?"
+    wanted_os, wanted_arch = PLATFORM.split("/")
+    if (os_, arch) == (wanted_os, wanted_arch):
+        return None
+    return f"it is a {os_}/{arch} image and Batch nodes run {PLATFORM} (x86-64)"
+
+
 def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
-    """Push the image `name` to $REGISTRY_SERVER; return the name pushed.
+    """Push the image `name` to $REGISTRY_SERVER; return the name pushed (repo:tag)."""
+    return push_image(name, quiet, client, environ)[0]
+
+
+def push_image(name: str, quiet: bool = False, client=None, environ=None) -> tuple:
+    """Push the image `name` to $REGISTRY_SERVER; return (repo:tag, repo@sha256:...),
+    the second None if the registry did not say which digest it stored.
+
+    An image of another platform than Batch's is refused before any login.
 
     A name without the server in front is tagged SERVER/name first. With
     $REGISTRY_USERNAME and $REGISTRY_PASSWORD set, the engine logs in with
@@ -149,6 +171,9 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
     target = f"{repository}:{tag}"
     if not image_exists(client, name):
         raise SuperbatchError(f"--push: there is no image {name} here; add --build to build it")
+    problem = platform_problem(client.api.inspect_image(name))
+    if problem:
+        raise SuperbatchError(f"--push: {name} would not run on Azure Batch: {problem}; rebuild it with --build, which builds for {PLATFORM}")
 
     auth_config = None
     if username:
@@ -167,11 +192,15 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
     client.api.tag(name, repository, tag)  # after the login: a refused one leaves no tag behind
 
     say(f"pushing {target}", quiet)
-    shown = {}
+    shown, digest = {}, None
     try:
         for message in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth_config):
             if "error" in message:
                 raise SuperbatchError(f"pushing {target} failed: {_first_line(message['error'])}")
+            # The last message names the manifest digest the registry stored.
+            aux = message.get("aux") or {}
+            if str(aux.get("Digest", "")).startswith("sha256:"):
+                digest = aux["Digest"]
             status, layer = message.get("status", ""), message.get("id", "")
             # One line per layer and state, not the byte counts in between.
             if status and shown.get(layer) != status and status not in ("Pushing", "Waiting", "Preparing"):
@@ -179,8 +208,8 @@ def push(name: str, quiet: bool = False, client=None, environ=None) -> str:
                 say(f"  {layer + ': ' if layer else ''}{status}", quiet)
     except APIError as error:
         raise SuperbatchError(f"pushing {target} failed: {_first_line(error)}") from None
-    say(f"pushed {target}", quiet)
-    return target
+    say(f"pushed {target}" + (f" ({digest})" if digest else ""), quiet)
+    return target, (f"{repository}@{digest}" if digest else None)
 
 
 def _first_line(error) -> str:

@@ -109,6 +109,13 @@ class Backend(ABC):
         """Pending and running counts, where the backend knows them."""
         return None
 
+    def image_pushed(self, reference: str) -> None:
+        """The image was just pushed; `reference` names it by digest (repo@sha256:...)."""
+
+    def images(self) -> dict:
+        """Image reference -> the indices of the tasks that ran (or were last sent) with it."""
+        return {}
+
     def close(self) -> None:
         """Release what the backend holds (pools, clients); called once, always."""
 

@@ -94,6 +94,10 @@ class DockerBackend(Backend):
         self.interrupted()  # nothing is left running once the controller exits
         client.close()
 
+    def run_in_workdir(self, index: int, workdir: Path) -> tuple[Optional[int], str]:
+        """Run task `index` once, its files in workdir, outside follow() (pre-flight)."""
+        return self._run_container(index, workdir)
+
     # --- one task, in a worker thread ---------------------------------------
 
     def _run_task(self, index: int) -> TaskEnd:

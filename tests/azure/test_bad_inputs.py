@@ -11,6 +11,8 @@ import json
 
 import pytest
 
+from tests.docker.conftest import base_image, docker_client, registry  # noqa: F401  (fixtures, for the image cases)
+
 GOOD = {
     "global_config": "def global_config(): return {'power': 2}",
     "parameters": "def parameters(): return [1, 2, 3]",
@@ -166,3 +168,58 @@ def test_an_image_that_does_not_exist(kit):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "superbatch-no-such-image:0" in errors[0]
     assert "--build" in errors[0] or "no Docker engine" in errors[0]
+
+
+# --- the image: digest, platform, pre-flight (a real engine and registry where needed) ---
+
+WARNING_TAIL = "tasks name it by its tag, so nodes that pulled this tag earlier keep running the old image"
+
+
+def warnings_of(done) -> list:
+    return [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_an_image_naming_no_registry_is_a_warning_that_says_what_may_happen(kit, cloud):
+    kit.write_task(task_source())
+    done = cloud.run(kit, "tagonly", "--image", "superbatch-worker:latest", env={"REGISTRY_SERVER": "", "REGISTRY_USERNAME": "", "REGISTRY_PASSWORD": ""})
+    assert done.returncode == 0, done.stderr
+    assert warnings_of(done) == [
+        "warning: the image superbatch-worker:latest could not be resolved to a digest (it names no registry: set "
+        f"REGISTRY_SERVER, or give --image REGISTRY/NAME:TAG); {WARNING_TAIL}"]
+
+
+def test_a_tag_the_registry_does_not_hold_is_a_warning(kit, cloud, registry):
+    kit.write_task(task_source())
+    done = cloud.run(kit, "unpushed", "--image", "superbatch-never-pushed:1", env=registry.env())
+    assert done.returncode == 0, done.stderr
+    assert warnings_of(done) == [
+        f"warning: the image {registry.server}/superbatch-never-pushed:1 could not be resolved to a digest (the registry "
+        f"{registry.server} has no tag '1' of superbatch-never-pushed); {WARNING_TAIL}"]
+
+
+def test_pushing_an_image_for_another_platform(kit, cloud, docker_client, registry):
+    from tests.docker.test_never_old_code import arm64_image
+
+    name = "superbatch-bad-arm64:1"
+    arm64_image(docker_client, name)
+    try:
+        kit.write_task(task_source())
+        done = cloud.run(kit, "bad", "--image", name, "--push", env=registry.env())
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+            f"error: --push: {name} would not run on Azure Batch: it is a linux/arm64 image and Batch nodes run "
+            "linux/amd64 (x86-64); rebuild it with --build, which builds for linux/amd64"]
+        assert set(cloud.emulator.stats()["requests"]["byOperation"]) <= READ_ONLY
+    finally:
+        docker_client.images.remove(name, force=True)
+
+
+def test_a_task_that_fails_in_the_image_stops_at_the_preflight(kit, cloud, docker_client, base_image):
+    kit.write_task(task_source(task="def task(config, p): return p / 0"))
+    done = cloud.run(kit, "bad", "--image", "superbatch-bad-preflight:1", "--build", "--base-image", base_image, timeout=600)
+    assert done.returncode == 1
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: pre-flight: task 0 exited with code 1 in the image superbatch-bad-preflight:1; nothing was pushed or "
+        "created in the cloud; fix task.py (or the image's dependencies) and run again; last lines of its stderr:"]
+    assert "    ZeroDivisionError: division by zero" in done.stderr.splitlines()
+    assert set(cloud.emulator.stats()["requests"]["byOperation"]) <= READ_ONLY

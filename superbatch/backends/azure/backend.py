@@ -91,6 +91,10 @@ class AzureBackend(Backend):
         started = time.perf_counter()
         self._upload_inputs()
         self.phases["upload"] = round(time.perf_counter() - started, 4)
+        from .digests import task_image
+
+        # Tasks name the image by digest: a node that cached an older image under the tag still runs this one.
+        self.task_image = task_image(self.settings.image, getattr(self, "pushed", None), self.settings)
 
         started = time.perf_counter()
         if self.pool_exists:  # but a pool being deleted cannot serve: wait until it is gone, then create it
@@ -114,8 +118,8 @@ class AzureBackend(Backend):
         same inputs, naming the same image, and still active."""
         if not self.job_id or self.state.get("generation", 0) != self.run.journal.get("generation", 0):
             return False
-        if self.state.get("image") != self.settings.image:
-            return False
+        if self.state.get("image") != self.task_image:
+            return False  # a new image (a new digest under the same tag too): tasks go to a new job
         return self.batch.job_state(self.job_id) == "active"
 
     def _start_job(self) -> None:
@@ -132,7 +136,7 @@ class AzureBackend(Backend):
         self.state.pop("rounds", None)
         self.state.pop(sas.KEY, None)
         self._save_state(job_id=self.job_id, job_number=number, generation=self.run.journal.get("generation", 0),
-                         image=self.settings.image)
+                         image=self.task_image)
         if not self.batch.create_job(self.job_id):
             self._reattach()  # created before a crash, found now
 
@@ -210,6 +214,7 @@ class AzureBackend(Backend):
         """Add the tasks of these indices to the job; `rounds` numbers tasks added again."""
         if not indices:
             return
+        from .digests import record
         from .tasks import task_definition
 
         sas.record(self.state, sas.expiry(self.settings.sas_hours), renewed)  # before the URLs: never later than theirs
@@ -224,9 +229,10 @@ class AzureBackend(Backend):
             tasks = [task_definition(
                 task_id(self.run.name, index, (rounds or {}).get(str(index), 0)), self.settings, config_url,
                 self.store.read_url(self.prefix + files.local_resource.format(index)),
-                output_url, self.prefix + files.local_output.format(index), self.options.retries, files,
+                output_url, self.prefix + files.local_output.format(index), self.options.retries, files, image=self.task_image,
             ) for index in part]
             self.batch.add_tasks(self.job_id, tasks)
+            self.state["images"] = record(self.state.get("images", {}), self.task_image, part)  # saved below or with rounds
             if rounds is None:
                 added = self.state.get("added", [])
                 for first, last in from_sorted(sorted(part)):
@@ -314,6 +320,14 @@ class AzureBackend(Backend):
 
     def states(self) -> Optional[TaskStates]:
         return self.counts
+
+    def image_pushed(self, reference: str) -> None:
+        self.pushed = reference
+
+    def images(self) -> dict:
+        from .digests import by_index
+
+        return by_index(getattr(self, "state", {}).get("images", {}))
 
     # --- the end -------------------------------------------------------------
 

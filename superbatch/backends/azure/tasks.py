@@ -24,12 +24,14 @@ EMULATOR_TIMEOUT = "MaxWallClockTimeExceeded"
 
 
 def task_definition(task_id: str, settings: AzureSettings, config_url: str, resource_url: str,
-                    output_url: str, output_blob: str, retries: int, files: Files = FILES["pickle"]) -> models.BatchTaskCreateOptions:
+                    output_url: str, output_blob: str, retries: int, files: Files = FILES["pickle"],
+                    image: str = None) -> models.BatchTaskCreateOptions:
+    """image: the reference the task runs, by digest where known (default: settings.image)."""
     return models.BatchTaskCreateOptions(
         id=task_id,
         command_line=settings.task_command,
         container_settings=models.BatchTaskContainerSettings(
-            image_name=settings.image,
+            image_name=image or settings.image,
             working_directory=models.ContainerWorkingDirectory.TASK_WORKING_DIRECTORY,
         ),
         # Batch maps the task's user into the container. The documented way to
