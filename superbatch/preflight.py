@@ -35,7 +35,10 @@ def wanted(options) -> bool:
 def preflight(run: RunFolder, options, kit_dir: Path, image: str) -> None:
     """Run task 0 in `image`; raise a SuperbatchError with its exit code and
     stderr tail if it fails or leaves no output."""
+    from docker.errors import DockerException
+
     from .backends.docker import DockerBackend
+    from .image import _first_line
 
     settings = copy.copy(options)
     settings.image, settings.build, settings.workers, settings.retries = image, False, 1, 0
@@ -48,7 +51,11 @@ def preflight(run: RunFolder, options, kit_dir: Path, image: str) -> None:
     try:
         _link(run.config_path, workdir / run.files.config)
         _link(run.resource_path(INDEX), workdir / run.files.resource)
-        exit_code, info = backend.run_in_workdir(INDEX, workdir)
+        try:
+            exit_code, info = backend.run_in_workdir(INDEX, workdir)
+        except DockerException as error:  # refused to start (a command not in the image, say)
+            raise SuperbatchError(f"pre-flight: the Docker engine could not run task {INDEX} in the image {image}: "
+                                  f"{_first_line(error)}; nothing was pushed or created in the cloud") from None
         stderr_path = workdir / "stderr.txt"
         stderr = stderr_path.read_text(errors="replace") if stderr_path.exists() else ""
         produced = (workdir / run.files.output).exists()

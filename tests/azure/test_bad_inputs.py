@@ -216,10 +216,12 @@ def test_pushing_an_image_for_another_platform(kit, cloud, docker_client, regist
 
 def test_a_task_that_fails_in_the_image_stops_at_the_preflight(kit, cloud, docker_client, base_image):
     kit.write_task(task_source(task="def task(config, p): return p / 0"))
-    done = cloud.run(kit, "bad", "--image", "superbatch-bad-preflight:1", "--build", "--base-image", base_image, timeout=600)
+    # The image's own worker: not cloud.run's --task-command, a path on this machine.
+    done = kit.run("--backend", "azure", "--run", "bad", "--image", "superbatch-bad-preflight:1", "--build", "--base-image", base_image,
+                   env=cloud.env, timeout=600)
     assert done.returncode == 1
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
         "error: pre-flight: task 0 exited with code 1 in the image superbatch-bad-preflight:1; nothing was pushed or "
-        "created in the cloud; fix task.py (or the image's dependencies) and run again; last lines of its stderr:"]
+        "created in the cloud; fix task.py (or the image's dependencies) and run again; last lines of its stderr:"], done.stderr
     assert "    ZeroDivisionError: division by zero" in done.stderr.splitlines()
     assert set(cloud.emulator.stats()["requests"]["byOperation"]) <= READ_ONLY
