@@ -169,7 +169,7 @@ def _overview(run_name: str, sessions: list, latest: dict, origin: float) -> str
     parts = [f"{count} {html.escape(str(outcome))}" for outcome, count in sorted(outcomes.items(), key=lambda item: str(item[0]))]
     return (f"<section><p>Run <b>{html.escape(run_name)}</b> on the {html.escape(', '.join(backends) or '?')} backend, "
             f"{len(sessions)} session{'s' if len(sessions) != 1 else ''} since {_clock(origin)}: "
-            f"{len(latest)} tasks ended ({', '.join(parts) or 'none'}) in {attempts} attempts (their last session's).</p></section>")
+            f"{len(latest)} tasks ended ({', '.join(parts) or 'none'}) in {attempts} attempts.</p></section>")
 
 
 def _failures(run_name: str, latest: dict) -> str:
