@@ -159,3 +159,14 @@ def test_an_image_for_another_platform_is_never_pushed(kit, docker_client, regis
     finally:
         docker_client.images.remove(name, force=True)
 
+
+
+def test_a_tag_is_resolved_to_the_digest_the_registry_holds_now(registry, registry_image, docker_client):
+    """What a run without --push does: the registry's HEAD of the tag's manifest,
+    with the login, names the digest the engine got when it pushed."""
+    from superbatch.backends.azure.digests import resolve
+
+    pushed = docker_client.images.get(registry_image.name).attrs["RepoDigests"]
+    assert resolve(registry_image.name, registry.username, registry.password, registry.server) in [(digest, None) for digest in pushed]
+    assert resolve(registry_image.name, None, None, registry.server) == (
+        None, f"the registry {registry.server} refused to show it (401); check REGISTRY_USERNAME and REGISTRY_PASSWORD")
