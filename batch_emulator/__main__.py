@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--autoscale-interval", type=float, default=None, metavar="S",
                    help="real seconds a 5-minute autoscale interval lasts (all autoscale times scale with it; "
                         "default: real time)")
+    p.add_argument("--task-overhead", type=float, default=0.0, metavar="S",
+                   help="seconds added to each task run on the host: a model of the service's fixed cost "
+                        "per task (scheduling, container start), not a measurement")
     p.add_argument("--workdir", default=None, help="where nodes keep task directories (default: a temp dir)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
                              preempt_recovery=args.preempt_recovery, quota=args.quota,
                              allocation=args.allocation, delete_delay=args.delete_delay,
                              counts_lag=args.counts_lag, state_file=args.state_file,
-                             autoscale_interval=args.autoscale_interval)
+                             autoscale_interval=args.autoscale_interval, task_overhead=args.task_overhead)
     except (ValueError, RuntimeError) as e:
         print(f"batch_emulator: {e}", file=sys.stderr)
         return 2

@@ -75,6 +75,11 @@ UnsupportedOperation = _error(
 PoolExists = _error("PoolExists", 409, "The specified pool already exists.")
 JobExists = _error("JobExists", 409, "The specified job already exists.")
 TaskExists = _error("TaskExists", 409, "The specified task already exists.")
+# Named by the REST description (BatchJobPreparationTask.id, Jobs_ListJobPreparationAndReleaseTaskStatus).
+TaskIdSameAsJobPreparationTask = _error(
+    "TaskIdSameAsJobPreparationTask", 409, "The task id is the id of the job's job preparation task.")
+JobPreparationTaskNotSpecified = _error(
+    "JobPreparationTaskNotSpecified", 409, "The job has no job preparation or job release task.")
 PoolBeingDeleted = _error("PoolBeingDeleted", 409, "The specified pool has been marked for deletion and is being deleted.")
 JobBeingDeleted = _error("JobBeingDeleted", 409, "The specified job has been marked for deletion and is being deleted.")
 JobCompleted = _error("JobCompleted", 409, "The specified job is already in a completed state.")

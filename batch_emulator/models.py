@@ -30,13 +30,14 @@ from .faults import FaultPlan
 from .state.account import AccountMixin, Quotas, parse_allocation
 from .state.autoscale import SERVICE_INTERVAL, AutoscaleMixin
 from .state.common import Clock, Stats
+from .state.jobprep import JobPrepMixin
 from .state.jobs import Job, JobsMixin
 from .state.pools import Pool, PoolsMixin
 from .state.scheduling import SchedulingMixin
 from .state.tasks import Task, TasksMixin
 
 
-class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMixin, AutoscaleMixin):
+class BatchBackend(PoolsMixin, JobsMixin, JobPrepMixin, TasksMixin, SchedulingMixin, AccountMixin, AutoscaleMixin):
     def __init__(self, account: str, workdir: Path, runner: execution.Runner,
                  faults: FaultPlan | None = None, node_startup_delay: float = 0.05,
                  preempt_recovery: float | None = None, quota=None, allocation: str | None = None,
@@ -58,6 +59,7 @@ class BatchBackend(PoolsMixin, JobsMixin, TasksMixin, SchedulingMixin, AccountMi
         self.lock = threading.RLock()
         self.pools: dict[str, Pool] = {}
         self.jobs: dict[str, Job] = {}
+        self.prep_runs: dict = {}   # Job -> {node id: PrepRun} (state/jobprep)
         self.stats = Stats()
         self.clock = Clock()
         self._seq = itertools.count(1)

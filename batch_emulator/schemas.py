@@ -286,3 +286,12 @@ TASK_CREATE = Obj({
 TASK_GROUP = Obj({"value": Arr(Any_())}, required=("value",))
 MAX_TASKS_PER_COLLECTION = 100
 MAX_COLLECTION_BODY_BYTES = 1024 * 1024
+
+# The job preparation task (state/jobprep.py), checked as a task is; set here
+# because it uses the task types defined above.
+JOB_CREATE.props["jobPreparationTask"] = Obj({
+    "id": Id(), "commandLine": Str(nonempty=True), "containerSettings": TASK_CONTAINER_SETTINGS,
+    "resourceFiles": Arr(RESOURCE_FILE), "environmentSettings": Arr(ENVIRONMENT_SETTING),
+    "constraints": TASK_CONSTRAINTS, "waitForSuccess": Bool(), "userIdentity": Any_(),
+    "rerunOnNodeRebootAfterSuccess": Bool(),
+}, required=("commandLine",))

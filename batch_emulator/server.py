@@ -48,7 +48,7 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
           preempt_recovery: float | None = None, quota: str | dict | None = None,
           allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
           counts_lag: float = 0.0, state_file: str | Path | None = None,
-          autoscale_interval: float | None = None):
+          autoscale_interval: float | None = None, task_overhead: float = 0.0):
     """The ASGI app and its backend, not yet listening. With ``state_file`` the
     account is loaded from it and kept in it (persistence.py); the backend's
     ``state_keeper`` then needs stop() after the backend's close()."""
@@ -58,7 +58,11 @@ def build(account: str, key: str, *, docker: str = "auto", faults: str | FaultPl
         raise ValueError("delete_delay and counts_lag are seconds, not negative")
     if autoscale_interval is not None and not autoscale_interval > 0:
         raise ValueError("autoscale_interval is seconds, more than 0")
-    backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), Runner(docker),
+    if task_overhead < 0:
+        raise ValueError("task_overhead is seconds, not negative")
+    runner = Runner(docker)
+    runner.task_overhead = task_overhead
+    backend = BatchBackend(account, Path(workdir) if workdir else default_workdir(), runner,
                            faults=plan, node_startup_delay=node_startup_delay,
                            preempt_recovery=preempt_recovery, quota=quota, allocation=allocation,
                            delete_delay=delete_delay, counts_lag=counts_lag,
@@ -140,7 +144,8 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
                    preempt_recovery: float | None = None, quota: str | dict | None = None,
                    allocation: str = "ok", delete_delay: float = DEFAULT_DELETE_DELAY,
                    counts_lag: float = 0.0, state_file: str | Path | None = None,
-                   autoscale_interval: float | None = None, timeout: float = 10.0) -> EmulatorHandle:
+                   autoscale_interval: float | None = None, task_overhead: float = 0.0,
+                   timeout: float = 10.0) -> EmulatorHandle:
     """Start the emulator in a background thread and wait until it answers.
 
     ``quota`` ("dedicated-cores=N,spot-cores=N,pools=N,active-jobs=N", any
@@ -152,12 +157,15 @@ def start_emulator(*, account: str = DEFAULT_ACCOUNT, key: str | None = None, ho
     that JSON file across restarts (README, "Persistence"). ``autoscale_interval``
     is how many real seconds the service's shortest autoscale interval (5
     minutes) lasts; every autoscale time scales with it (README, "Autoscale").
+    ``task_overhead`` adds that many seconds to each task run on the host, a
+    model of the service's fixed cost per task (README, "Task overhead").
     """
     key = key or new_key()
     app, backend = build(account, key, docker=docker, faults=faults, node_startup_delay=node_startup_delay,
                          workdir=workdir, preempt_recovery=preempt_recovery, quota=quota,
                          allocation=allocation, delete_delay=delete_delay, counts_lag=counts_lag,
-                         state_file=state_file, autoscale_interval=autoscale_interval)
+                         state_file=state_file, autoscale_interval=autoscale_interval,
+                         task_overhead=task_overhead)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -43,6 +43,8 @@ URLS = {
         "DELETE": ("Jobs_DeleteJob", "delete_job"),
     },
     "/jobs/{jobId}/terminate": {"POST": ("Jobs_TerminateJob", "terminate_job")},
+    "/jobs/{jobId}/jobpreparationandreleasetaskstatus": {
+        "GET": ("Jobs_ListJobPreparationAndReleaseTaskStatus", "list_prep_status")},
     "/jobs/{jobId}/taskcounts": {"GET": ("Jobs_GetJobTaskCounts", "task_counts")},
     "/jobs/{jobId}/addtaskcollection": {"POST": ("Tasks_CreateTaskCollection", "create_task_collection")},
     "/jobs/{jobId}/tasks": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import odata
+from ..state.jobprep import PREP_FIELDS
 from ..state.jobs import JOB_FIELDS
 
 
@@ -42,3 +43,8 @@ class JobHandlers:
         counts = self.backend.task_counts(request.path_params["jobId"])
         counts["odata.metadata"] = f"{self._base()}/$metadata#taskcountsresult/@Element"   # as recorded
         return self.json(request, counts)
+
+    def list_prep_status(self, request, body):
+        runs = self.backend.list_prep_status(request.path_params["jobId"])
+        return self.page(request, runs, PREP_FIELDS, self.backend.prep_status_json,
+                         "jobpreparationandreleasetaskstatuslist")

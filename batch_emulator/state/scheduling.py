@@ -9,6 +9,7 @@ import shutil
 
 from .. import execution
 from .common import duration_seconds, now_us
+from .jobprep import prep_env
 from .jobs import Job
 from .pools import Node, Pool
 from .tasks import Task
@@ -40,11 +41,15 @@ class SchedulingMixin:
                 if task.state != "active":
                     job.pending.popleft()   # terminated or deleted while queued
                     continue
-                fits = [n for n in free if n.free >= task.slots]
+                # A node whose job preparation task has not succeeded yet takes
+                # none of the job's tasks (state/jobprep.py).
+                fits = [n for n in free if n.free >= task.slots and self._prep_gate(job, n) in ("ok", "new")]
                 if not fits:
                     break
                 # spread: the node with most room; pack: fill nodes in order.
                 node = fits[0] if pool.fill_pack else max(fits, key=lambda n: n.free)
+                if self._prep_gate(job, node) == "new" and not self._start_prep(job, node):
+                    continue   # the prep task runs first; waitForSuccess keeps the task queued
                 job.pending.popleft()
                 self._dispatch(task, node)
                 if node.free == 0:
@@ -82,6 +87,7 @@ class SchedulingMixin:
             "AZ_BATCH_TASK_DIR": str(task_dir),
             "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
             "AZ_BATCH_TASK_RETRY_COUNT": str(task.retry_count),
+            **prep_env(job, node),
         }
         for setting in job.spec.get("commonEnvironmentSettings", ()):
             env[setting["name"]] = setting.get("value", "")

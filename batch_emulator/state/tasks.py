@@ -93,6 +93,9 @@ class TasksMixin:
         key = spec["id"].lower()
         if key in job.tasks:
             raise exc.TaskExists()
+        prep = job.spec.get("jobPreparationTask")
+        if prep is not None and key == prep.get("id", "jobpreparation").lower():
+            raise exc.TaskIdSameAsJobPreparationTask()
         us = now_us()
         task = Task()
         task.id, task.key, task.job, task.seq, task.spec = spec["id"], key, job, next(job.task_seq), spec

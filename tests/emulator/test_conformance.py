@@ -39,7 +39,7 @@ KIT_OPERATIONS = {
     "Pools_CreatePool", "Pools_GetPool", "Pools_PoolExists", "Pools_ListPools", "Pools_ResizePool",
     "Pools_DeletePool", "Nodes_ListNodes",
     "Jobs_CreateJob", "Jobs_GetJob", "Jobs_ListJobs", "Jobs_UpdateJob", "Jobs_TerminateJob", "Jobs_DeleteJob",
-    "Jobs_GetJobTaskCounts",
+    "Jobs_GetJobTaskCounts", "Jobs_ListJobPreparationAndReleaseTaskStatus",
     "Tasks_CreateTask", "Tasks_CreateTaskCollection", "Tasks_ListTasks", "Tasks_GetTask", "Tasks_TerminateTask",
     "Tasks_DeleteTask", "Tasks_ReactivateTask", "Tasks_ListTaskFiles", "Tasks_GetTaskFile", "Tasks_GetTaskFileProperties",
 }
@@ -225,6 +225,17 @@ def test_sdk_requests_and_emulator_responses_match_the_spec(spec, tmp_path):
                          raw_response_hook=recorder) as wrong:
             with pytest.raises(HttpResponseError):
                 wrong.get_job("job1")
+
+        # The job preparation task (the shared config, once per node) and its status.
+        c.create_job(bm.BatchJobCreateOptions(
+            id="job2", pool_info=bm.BatchPoolInfo(pool_id="pool1"),
+            job_preparation_task=bm.BatchJobPreparationTask(
+                command_line=py("print('prep')"), wait_for_success=True,
+                constraints=bm.BatchTaskConstraints(max_task_retry_count=1),
+                environment_settings=[bm.EnvironmentSetting(name="P", value="1")])))
+        c.create_task("job2", bm.BatchTaskCreateOptions(id="a", command_line=py("pass")))
+        wait_job_done(c, "job2")
+        list(c.list_job_preparation_and_release_task_status("job2"))
 
         c.begin_terminate_job("job1", BatchJobTerminateOptions(termination_reason="done"),
                               polling_interval=0.05).result()
