@@ -60,6 +60,7 @@ class BatchBackend(PoolsMixin, JobsMixin, JobPrepMixin, TasksMixin, SchedulingMi
         self.pools: dict[str, Pool] = {}
         self.jobs: dict[str, Job] = {}
         self.prep_runs: dict = {}   # Job -> {node id: PrepRun} (state/jobprep)
+        self.node_lifetimes: dict[str, dict] = {}   # every node ever allocated (state/pools.py _node_lifetime)
         self.stats = Stats()
         self.clock = Clock()
         self._seq = itertools.count(1)

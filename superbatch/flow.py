@@ -44,6 +44,8 @@ class Summary:
     facts: list = field(default_factory=list)  # each task that ended in this session, as runs/<run>/facts.jsonl has it
     nodes: list = field(default_factory=list)  # the pool's node counts over time (azure)
     images: dict = field(default_factory=dict)  # image by digest -> task indices, where the backend knows
+    cost: Any = None  # node-hours, task-hours, price... (azure backend, cost.py)
+    fallback: Any = None  # spot nodes gave way to dedicated ones, and why (azure backend, elastic.py)
 
     def write(self, path: Path) -> None:
         data = asdict(self)
@@ -127,6 +129,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
         summary.nodes = backend.node_samples
         facts.nodes(backend.node_samples)
         summary.images = backend.images()
+        summary.cost, summary.fallback = getattr(backend, "cost", None), getattr(backend, "fallback", None)
 
     if summary.failures and not options.allow_failures:
         _report(run, facts, phases, options.quiet)

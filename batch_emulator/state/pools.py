@@ -191,6 +191,7 @@ class PoolsMixin:
         # One worker thread per task slot: a slot is a thread, nothing more.
         node.executor = ThreadPoolExecutor(max_workers=node.slots, thread_name_prefix=f"node{node.index}")
         pool.nodes[node.id] = node
+        self._node_lifetime(node, allocated=us)
         self.clock.after(self.node_startup_delay, self._node_booted, node)
 
     def _node_booted(self, node: Node) -> None:
@@ -247,7 +248,17 @@ class PoolsMixin:
             handle.cancel(reason)
         node.removing = True
         pool.nodes.pop(node.id, None)
+        self._node_lifetime(node, removed=now_us())
         node.executor.shutdown(wait=False)
+
+    def _node_lifetime(self, node: Node, allocated=None, removed=None) -> None:
+        # The service keeps no record of a node once it has left the pool; the
+        # emulator does, so that tests can check what a client measured of its
+        # nodes' lifetimes: {pool, node, dedicated, allocated, removed} in µs.
+        entry = self.node_lifetimes.setdefault(node.id, {"pool": node.pool.id, "node": node.id, "dedicated": node.dedicated,
+                                         "allocated": allocated, "removed": None})
+        if removed is not None and entry["removed"] is None:
+            entry["removed"] = removed
 
     def _update_allocation(self, pool: Pool) -> None:
         busy = pool.alloc_pending is not None or any(

@@ -148,6 +148,7 @@ class SchedulingMixin:
             self._set_node_state(node, "idle")
         if node.removing and not node.runs:
             node.pool.nodes.pop(node.id, None)
+            self._node_lifetime(node, removed=now_us())
             node.executor.shutdown(wait=False)
             self._update_allocation(node.pool)
         reason = outcome.cancelled

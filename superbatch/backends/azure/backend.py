@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -68,10 +69,14 @@ class AzureBackend(Backend):
         self.job_id = self.state.get("job_id")  # --cancel stops the job that was created, if any
         self.prefix = self._blob_prefix()
         self.ended_early: list = []  # tasks found ended when a resumed run reattached
+        self.task_times: list = []  # their executionInfo, for the cost
         self.completed_seen = 0  # the job's completed-task count we have listed up to
         self.since = None  # the latest state transition among the completed tasks listed
         self.counts = None
         self.finished = False  # every submitted task has ended: the job can end too
+        self.watch = None  # the pool while following: cost and elastic pool (elastic.PoolWatch)
+        self.cost = None  # the summary's "cost" once the run has ended
+        self.fallback = None  # the summary's "fallback": spot nodes gave way to dedicated ones
 
     def _blob_prefix(self) -> str:
         # Inputs restaged with --restage go under a prefix of their own, so a
@@ -100,7 +105,8 @@ class AzureBackend(Backend):
         if self.pool_exists:  # but a pool being deleted cannot serve: wait until it is gone, then create it
             self.pool_exists = watchdog.wait_until_gone(self.batch, self.settings, self._say, self.settings.poll_interval)
         if not self.pool_exists:
-            self._say(f"creating pool {self.settings.pool_id} ({self.settings.dedicated_nodes} dedicated, {self.settings.spot_nodes} spot {self.settings.vm_size} nodes)")
+            sizes = f"{self.settings.dedicated_nodes} dedicated, {self.settings.spot_nodes} spot {self.settings.vm_size} nodes"
+            self._say(f"creating pool {self.settings.pool_id} (" + (sizes if self.settings.fixed_pool else f"elastic: 0 to {sizes}, spot first") + ")")
             with watchdog.naming_leftovers(self.settings, self.run.name, self.options, pool_left=False):
                 created = watchdog.create_pool(self.batch, self.settings, self._say, self.settings.poll_interval)
             self._save_state(pool_created=created or self.state.get("pool_created", False))
@@ -110,7 +116,9 @@ class AzureBackend(Backend):
         else:
             with watchdog.naming_leftovers(self.settings, self.run.name, self.options):
                 self._start_job()
+        self.state.setdefault("cost_from", datetime.now(timezone.utc).isoformat())  # the cost counts from the first task added
         self._add_tasks([index for index in self.pending if not contains(self.state.get("added", []), index)])
+        self._watch_pool()
         self.phases["submit"] = round(time.perf_counter() - started, 4)
 
     def _job_can_serve(self) -> bool:
@@ -176,6 +184,7 @@ class AzureBackend(Backend):
             index, round_ = task_index(task.id)
             if index not in waiting or round_ != rounds.get(str(index), 0):
                 continue  # not this run's, or an attempt already superseded
+            self.task_times.append(task.execution_info)
             if task.execution_info is not None and task.execution_info.result == "success":
                 from .batch import task_spans
 
@@ -252,12 +261,15 @@ class AzureBackend(Backend):
         since = margin_before(self.since) if self.since else None
         polls = 0
         pool_watch = watchdog.Watchdog(self.batch, self.settings, self.run.name, self.job_id, self.options, self._say)
+        pool_watch.takes_over = self.watch.takes_over if self.watch else None
         while waiting:
             polled = time.monotonic()
             if polls % NODE_SAMPLE_EVERY == 0:
                 self._sample_nodes()
             polls += 1
             counts = self.batch.task_counts(self.job_id)
+            if self.watch:
+                self.watch.tick(counts.active)  # before the watchdog: an elastic pool may fall back to dedicated nodes
             waiting_for = pool_watch.poll(counts.active, counts.running)  # may stop the run with a diagnosis
             self.counts = TaskStates(pending=counts.active, running=counts.running, waiting_for=waiting_for)
             if counts.completed != self.completed_seen:  # else nothing new to list
@@ -298,6 +310,8 @@ class AzureBackend(Backend):
 
         info = task.execution_info
         requeues = (info.requeue_count or 0) if info else 0
+        if self.watch:
+            self.watch.ledger.task(info)
         if info is not None and info.result == "success":
             return TaskEnd(index, True, info.exit_code, attempts=info.retry_count + 1, spans=task_spans(task), requeues=requeues)
         stderr = redact(self.batch.stderr_tail(self.job_id, task.id))
@@ -334,12 +348,26 @@ class AzureBackend(Backend):
     def close(self) -> None:
         if not hasattr(self, "state") or not self.job_id:
             return
+        if self.watch and (self.finished or self._all_home()):
+            self.cost = self.watch.report()
+        self.fallback = self.state.get("fallback")
         if self.finished or self._all_home():
             # Every task has ended: the job would otherwise stay active and
             # hold one of the account's active jobs (100 to 300 by default).
             self.batch.terminate_job(self.job_id, "superbatch: every task has ended")
         if self._all_home():
             self._clean_up()
+
+    def _watch_pool(self) -> None:
+        """Follow the pool (elastic.py, cost.py): a pool the kit made elastic
+        starts now; a user's own pool is only read."""
+        from .elastic import PoolWatch
+
+        self.watch = PoolWatch(self.batch.client, self.settings, self.state, self._say)
+        for info in self.task_times:  # tasks that ended while the controller was away
+            self.watch.ledger.task(info)
+        self.watch.started()
+        self._save_state()
 
     def cancel(self) -> None:
         if self.job_id:

@@ -10,6 +10,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, Se
 
 from .clients import error_code, explain, transport
 from .codes import batch_error, is_exists
+from .elastic import pool_options
 from .settings import AzureSettings
 
 # Only what following the tasks (and the run report: node, creation) needs, so a page of 1000 tasks stays small.
@@ -50,8 +51,7 @@ class BatchService:
         pool = models.BatchPoolCreateOptions(
             id=s.pool_id,
             vm_size=s.vm_size,
-            target_dedicated_nodes=s.dedicated_nodes,
-            target_low_priority_nodes=s.spot_nodes,
+            **pool_options(s, fixed=s.fixed_pool),  # autoscale formula or fixed targets, and the kit's metadata mark
             task_slots_per_node=s.task_slots,
             virtual_machine_configuration=models.VirtualMachineConfiguration(
                 image_reference=models.BatchVmImageReference(publisher=publisher, offer=offer, sku=sku, version=version[0] if version else "latest"),

@@ -26,8 +26,10 @@ USER_DELEGATION_HOURS = 168
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--pool-id", default="superbatch", help="Batch pool to use, created if missing (default: %(default)s)")
     group.add_argument("--vm-size", default="standard_d2s_v3", help="VM size of a new pool (default: %(default)s)")
-    group.add_argument("--dedicated-nodes", type=int, default=1, metavar="N", help="dedicated nodes of a new pool (default: %(default)s)")
-    group.add_argument("--spot-nodes", type=int, default=0, metavar="N", help="spot (low-priority) nodes of a new pool (default: %(default)s)")
+    group.add_argument("--dedicated-nodes", type=int, default=1, metavar="N", help="most dedicated nodes of a new pool (its size with --fixed-pool) (default: %(default)s)")
+    group.add_argument("--spot-nodes", type=int, default=0, metavar="N", help="most spot (low-priority) nodes of a new pool, used first (its size with --fixed-pool) (default: %(default)s)")
+    group.add_argument("--fixed-pool", action="store_true", help="a new pool keeps --dedicated-nodes and --spot-nodes until deleted, instead of growing to the tasks and draining to zero nodes")
+    group.add_argument("--price-per-node-hour", type=float, metavar="PRICE", help="price of one node-hour for the run's cost (default: the Azure Retail Prices API's, for the VM size and region)")
     group.add_argument("--task-slots", type=int, default=1, metavar="N", help="tasks each node runs at once, in a new pool (default: %(default)s)")
     group.add_argument("--vm-image", default=DEFAULT_VM_IMAGE, metavar="PUBLISHER:OFFER:SKU[:VERSION]", help="marketplace image of a new pool (default: %(default)s)")
     group.add_argument("--node-agent-sku", default=DEFAULT_NODE_AGENT, help="node agent SKU id matching --vm-image (default: %(default)s)")
@@ -71,6 +73,8 @@ class AzureSettings:
     task_command: str
     threads: int
     task_timeout: Optional[float] = None  # seconds; the tasks' maxWallClockTime
+    fixed_pool: bool = False  # a new pool of fixed size rather than elastic (elastic.py)
+    price_per_node_hour: Optional[float] = None
 
     def __repr__(self) -> str:  # never show the secrets, even in a debugger
         return f"AzureSettings(batch_account={self.batch_account!r}, pool_id={self.pool_id!r}, container={self.container!r})"
@@ -123,6 +127,9 @@ class AzureSettings:
             raise SuperbatchError("--dedicated-nodes and --spot-nodes are both 0: a new pool would have no node to run the tasks")
         if not options.sas_hours > 0 or not options.poll_interval > 0:
             raise SuperbatchError("--sas-hours and --poll-interval must be positive")
+        price = getattr(options, "price_per_node_hour", None)
+        if price is not None and not price >= 0:
+            raise SuperbatchError(f"--price-per-node-hour must be 0 or more, not {price}")
         if not connection_string and not storage_key and options.sas_hours > USER_DELEGATION_HOURS:
             raise SuperbatchError(
                 f"--sas-hours {options.sas_hours:g} is over {USER_DELEGATION_HOURS} (7 days), the longest a user delegation key "
@@ -143,6 +150,7 @@ class AzureSettings:
             vm_image=vm_image, node_agent_sku=options.node_agent_sku, subnet_id=options.subnet_id, container=container,
             sas_hours=options.sas_hours, poll_interval=options.poll_interval, task_command=task_command,
             threads=options.upload_threads, task_timeout=getattr(options, "task_timeout", None),
+            fixed_pool=getattr(options, "fixed_pool", False), price_per_node_hour=price,
         )
 
 

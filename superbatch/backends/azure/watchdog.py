@@ -58,6 +58,7 @@ class Watchdog:
         self.nodes_next = False  # alternate pool and node reads once the pool has nodes
         self.phase = ""
         self.quiet_until = 0.0
+        self.takes_over = None  # pool -> whether someone else acts on its resize errors
 
     def poll(self, active: int, running: int) -> str:
         """Called after each poll of the task counts. Returns what the tasks wait
@@ -90,6 +91,8 @@ class Watchdog:
         self.phase = "allocating" if allocation == "resizing" else allocation
         errors = pool.resize_errors or []
         if allocation == "steady" and errors and self._node_count(pool) == 0:
+            if self.takes_over is not None and self.takes_over(pool):
+                return  # an elastic pool falls back to dedicated nodes (elastic.py)
             # Steady short of its target with nothing to run on: no more nodes are coming.
             self._stop(resize_cause(errors[0]), nodes=0)
 
