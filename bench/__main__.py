@@ -9,6 +9,9 @@ Every figure is a ratio or a count measured in this one run, on this machine:
                      loop, Batch requests per task, last task's end to the
                      printed aggregate, and the controller's peak memory at
                      two sizes
+  elastic pools      bench/elastic.py, on Azurite and the emulator: idle
+                     node-minutes after the last task, elastic vs fixed pool,
+                     and tasks added to the first node idle (about 40 s)
   worker image       bench/docker.py, through the Docker engine: image size,
                      first build, rebuilds, one container's cost (skipped,
                      with the reason printed, where there is no engine)
@@ -34,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import azure, docker, local
+from bench import azure, docker, elastic, local
 from bench.stats import Spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,6 +113,8 @@ def main() -> None:
                     say(f"  failed: {failed[count]}")
                     continue
             say(f"  {runs[count].wall:.0f} s, {runs[count].request_total} Batch requests, peak RSS {runs[count].peak_rss_mb:.0f} MB")
+    say("elastic vs fixed pool: idle node-minutes after the last task, tasks added to the first node idle ...")
+    pools = elastic.measure(say=say)
     say(f"the worker image: size, first build, rebuilds, containers, {rounds} rounds ...")
     image = docker.measure(rounds, say=say)
     if isinstance(image, str):
@@ -140,6 +145,7 @@ def main() -> None:
         row(f"last task's end → aggregate printed, {run.tasks}-task run", f"{run.latency:.2f} s = {run.latency / poll:.2f} poll intervals", f"≤ 2 poll intervals ({2 * poll:g} s)", run.latency <= 2 * poll),
         row("controller peak RSS", f"{rss[small]} at {small:,} tasks, {rss[large]} at {large:,}", "—", None),
         row(f"controller peak RSS growth, {small:,} → {large:,} tasks", "not measured" if growth is None else f"{growth:+.0f} MB", "≤ 50 MB", None if growth is None else growth <= 50),
+        *elastic.rows(pools, row),
         *image_rows(image),
         "",
         "What each figure is:",
@@ -152,6 +158,7 @@ def main() -> None:
         f"- Batch requests: every request the emulator served during the CLI run (`controller.py --backend azure`, task command `{azure.CHEAP_COMMAND}`, 4 nodes × 8 slots), divided by the task count: {breakdown(run.requests)}. One run.",
         f"- latency: the aggregate line's arrival on the controller's stdout minus the latest `executionInfo.endTime` of the job's tasks (the emulator's clock, this machine's). One run.",
         f"- memory: `ru_maxrss` of the controller process (RUSAGE_CHILDREN of a fresh parent per run) over whole CLI runs of {small:,} and {large:,} cheap tasks against fresh Azurite and emulator each; one run each, wall times {', '.join(f'{n:,}: {r.wall:.0f} s' for n, r in sorted(runs.items()))}.",
+        elastic.note(),
         image_note(image),
     ]
     text = "\n".join(lines) + "\n"

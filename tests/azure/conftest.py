@@ -59,6 +59,9 @@ def cloud_factory(azurite, may_fail=None):
     started = []
 
     def make(*, blob_failure_rate: float = 0.0, seed: int = 0, **emulator_options) -> Cloud:
+        # The kit's pools autoscale (elastic.py): a 5-minute evaluation interval lasts
+        # 3 s here, so that a pool grows within a second of the tasks and drains soon after.
+        emulator_options.setdefault("autoscale_interval", 3.0)
         emulator = start_batch_emulator(**emulator_options)
         blobs = start_proxy(f"http://{azurite.host}:{azurite.port}", failure_rate=blob_failure_rate, seed=seed, may_fail=may_fail)
         batch = start_proxy(emulator.endpoint)

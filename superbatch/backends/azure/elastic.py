@@ -3,10 +3,12 @@ a fallback from spot to dedicated nodes.
 
 The formula lives in the pool, so the pool keeps growing to the work and
 draining to zero nodes when the controller is gone (a closed laptop). What
-the controller adds while it runs: it restarts the evaluation schedule right
-after adding tasks (else the first nodes would wait up to one 5-minute
-interval), and it switches the formula to dedicated nodes when spot nodes
-cannot be had or are preempted too often.
+the controller adds while it runs: it enables the formula right after adding
+tasks, which starts the evaluation schedule at that moment, and enables it
+again now and then while tasks wait and the pool wants no node (its samples
+did not show the tasks yet) rather than waiting out a 5-minute interval; and
+it switches the formula to dedicated nodes when spot nodes cannot be had or
+are preempted too often.
 
 The task counts a formula reads ($PendingTasks, $ActiveTasks, $RunningTasks)
 are the pool's, over every job on it: a pool shared by several runs grows to
@@ -60,8 +62,11 @@ def pool_options(settings, fixed: bool) -> dict:
     if fixed:
         return dict(target_dedicated_nodes=settings.dedicated_nodes, target_low_priority_nodes=settings.spot_nodes,
                     metadata=[models.BatchMetadataItem(name=METADATA_KEY, value="fixed")])
-    return dict(enable_auto_scale=True, auto_scale_formula=formula(settings.dedicated_nodes, settings.spot_nodes),
-                auto_scale_evaluation_interval=INTERVAL,
+    # An elastic pool starts empty and without autoscale: the formula is enabled
+    # once the tasks are there (Elastic.kick), which starts its evaluation
+    # schedule at that moment. A controller that dies before leaves a pool of
+    # zero nodes, which costs nothing; the rerun enables it.
+    return dict(target_dedicated_nodes=0, target_low_priority_nodes=0,
                 metadata=[models.BatchMetadataItem(name=METADATA_KEY, value="elastic")])
 
 
@@ -91,8 +96,8 @@ class Elastic:
         return formula(self.settings.dedicated_nodes, self.settings.spot_nodes)
 
     def kick(self) -> bool:
-        """Enable autoscale again with the same formula and interval: the
-        service stops the old schedule, starts one from this request and
+        """Enable autoscale (again) with the formula and interval: the service
+        stops the old schedule, if any, starts one from this request and
         evaluates now (autoScaleEvaluationInterval, Batch REST API:
         https://learn.microsoft.com/en-us/javascript/api/@azure-rest/batch/batchpoolenableautoscaleoptions)."""
         options = models.BatchPoolEnableAutoScaleOptions(auto_scale_formula=self.wanted_formula or self.current_formula(),
@@ -154,7 +159,7 @@ class Elastic:
 
 
 POOL_FIELDS = ["id", "metadata", "vmSize", "taskSlotsPerNode", "enableAutoScale", "targetDedicatedNodes",
-               "targetLowPriorityNodes", "currentDedicatedNodes", "currentLowPriorityNodes", "resizeErrors", "allocationState"]
+               "targetLowPriorityNodes", "currentDedicatedNodes", "currentLowPriorityNodes", "resizeErrors"]
 NODE_FIELDS = ["id", "isDedicated", "allocationTime", "state", "stateTransitionTime"]
 READ_EVERY = 6  # polls between two reads of the pool and its nodes (30 s at the default 5 s poll)
 
