@@ -57,8 +57,8 @@ class Watchdog:
         self.pool = None  # the latest pool read
         self.nodes_next = False  # alternate pool and node reads once the pool has nodes
         self.phase = ""
-        self.quiet_until = 0.0
         self.takes_over = None  # pool -> whether someone else acts on its resize errors
+        self.node_phase = ""  # the nodes' states at the latest node read, e.g. "2 starting"
 
     def poll(self, active: int, running: int) -> str:
         """Called after each poll of the task counts. Returns what the tasks wait
@@ -69,8 +69,6 @@ class Watchdog:
             return ""
         if self.started is None:
             self.started = time.monotonic()
-        if time.monotonic() < self.quiet_until:
-            return self._waiting_line()
         if self.nodes_next:
             self.nodes_next = False
             self._check_nodes(self.batch.list_node_states())
@@ -88,7 +86,10 @@ class Watchdog:
         if _value(pool.state) == "deleting":
             self._stop("it is being deleted; rerun once it is gone and the kit creates it again", nodes=0, pool_left=False)
         allocation = _value(pool.allocation_state)
-        self.phase = "allocating" if allocation == "resizing" else allocation
+        if allocation == "resizing":
+            self.phase = "allocating"
+        else:
+            self.phase = (self.node_phase if self._node_count(pool) else "") or allocation
         errors = pool.resize_errors or []
         if allocation == "steady" and errors and self._node_count(pool) == 0:
             if self.takes_over is not None and self.takes_over(pool):
@@ -99,14 +100,12 @@ class Watchdog:
     def _check_nodes(self, nodes: list) -> None:
         states = [_value(node.state) for node in nodes]
         if any(state in USABLE for state in states):
-            # Tasks are about to run (or ran between two polls): look again later, not every poll.
-            self.phase = "nodes ready"
-            self.quiet_until = time.monotonic() + 30
+            self.phase = self.node_phase = "nodes ready"
             return
         counted = {}
         for state in states:
             counted[state] = counted.get(state, 0) + 1
-        self.phase = ", ".join(f"{n} {state}" for state, n in sorted(counted.items()))
+        self.phase = self.node_phase = ", ".join(f"{n} {state}" for state, n in sorted(counted.items()))
         steady = self.pool is not None and _value(self.pool.allocation_state) == "steady"
         if steady and not any(state in COMING for state in states) and any(state in BROKEN for state in states):
             broken = [node for node in nodes if _value(node.state) in BROKEN]
