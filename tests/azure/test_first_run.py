@@ -232,3 +232,29 @@ def test_a_failed_start_task_and_the_other_spelling_of_a_timeout():
     # .NET names the code AllocationTimedOut; the service sends AllocationTimedout
     assert resize_cause(models.ResizeError(code="AllocationTimedOut", message="m")).startswith(
         "its nodes were not allocated within the resize timeout (AllocationTimedOut: m)")
+
+
+def test_lagging_task_counts_never_make_an_endless_wait(kit, make_cloud):
+    """The service's counts can miss a change for a while ("Get resource
+    counts"); the run must still end, with the plain loop's result."""
+    cloud = make_cloud(counts_lag=3.0)
+    kit.write_task(TASK)
+    done = cloud.run(kit, "lag", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert last_line(done.stdout) == plain_loop(kit.path)
+
+
+def test_runs_whose_names_differ_only_in_case_never_collide(kit, cloud):
+    """Batch ids compare without regard to case: 'Sweep' and 'sweep' get jobs and
+    containers of their own, and --delete-container of one leaves the other."""
+    kit.write_task(TASK)
+    upper = cloud.run(kit, "Sweep")
+    kit.write_task(TASK.replace("'power': 2", "'power': 3"))
+    lower = cloud.run(kit, "sweep", "--delete-container")
+    assert upper.returncode == 0 and lower.returncode == 0, upper.stderr + lower.stderr
+    assert last_line(lower.stdout) == plain_loop(kit.path) == str(1 + 8 + 27 + 64)
+    assert last_line(upper.stdout) == str(1 + 4 + 9 + 16)
+    jobs = sorted(job.id for job in cloud.emulator.client().list_jobs())
+    assert len(jobs) == 2 and len({job.lower() for job in jobs}) == 2, jobs
+    containers = [c.name for c in cloud.azurite.blob_service().list_containers() if c.name.startswith("superbatch-sweep")]
+    assert len(containers) == 1 and containers[0] != "superbatch-sweep", containers  # Sweep's is left, sweep's deleted
