@@ -10,8 +10,9 @@ intervals; the emulator's record of every node's allocation and removal gives:
   idle node-minutes   node time after the last task's end, until the node left
                       or the watch ended, in service minutes (real seconds
                       scaled back); a fixed pool keeps counting until deleted
-  first node idle     the first task's creation to the first node that reached
-                      idle (its stateTransitionTime, read while the run goes),
+  first node idle     the first task's creation to the first node seen ready
+                      (idle, or running when tasks wait; the node list read
+                      every 0.05 s while the run goes),
                       in real seconds and as a share of the evaluation interval
                       (without the fast start the pool waits up to a whole one)
 
@@ -58,12 +59,12 @@ def one(kit: Kit, azurite, fixed: bool) -> dict:
 
         def watch_idle():  # the node list while the run goes: when did a node first show idle
             while not first_idle and proc.poll() is None:
-                try:
-                    idle = [node.state_transition_time for node in client.list_nodes("superbatch") if node.state == "idle"]
+                try:  # a node with tasks waiting goes from starting straight to running: either counts
+                    ready = any(node.state in ("idle", "running") for node in client.list_nodes("superbatch"))
                 except Exception:
-                    idle = []
-                if idle:
-                    first_idle.append(min(idle).timestamp())
+                    ready = False
+                if ready:
+                    first_idle.append(time.time())
                 time.sleep(0.05)
 
         proc = subprocess.Popen(command, cwd=kit.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -109,7 +110,7 @@ def rows(figures: dict, row) -> list:
             "≤ 2 nodes × 5 min = 10", elastic["idle_node_minutes"] <= 10),
         row(f"idle node-minutes after the last task, fixed pool (same watch; it keeps counting until deleted)",
             f"{fixed['idle_node_minutes']:.1f} ({fixed['left']} nodes still there)", "—", None),
-        row("tasks added → first node idle, elastic pool (emulator seconds; share of an evaluation interval)",
+        row("tasks added → first node ready (idle or running), elastic pool (emulator seconds; share of an evaluation interval)",
             "not seen" if first is None else f"{first:.2f} s = {first / INTERVAL:.2f} interval",
             "≤ 0.2 interval (a minute of 5)", None if first is None else first / INTERVAL <= 0.2),
     ]
