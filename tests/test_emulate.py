@@ -196,3 +196,11 @@ def test_with_an_engine_tasks_run_in_the_image_and_ctrl_c_leaves_no_container(ki
             client.images.remove(image, force=True)
         except Exception:
             pass
+
+
+def test_a_quota_of_zero_cores_ends_with_the_kits_quota_message(kit):
+    done = kit.run("--backend", "azure", "--emulate", "quota=dedicated-cores=0", "--run", "no-cores", env=NO_ENGINE, timeout=240)
+    assert done.returncode != 0, done.stderr
+    assert "core quota is reached" in last_line(done.stderr) and "AccountCoreQuotaReached" in last_line(done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+    assert_nothing_left(kit)

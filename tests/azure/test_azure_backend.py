@@ -53,7 +53,8 @@ def test_250_tasks_polled_by_changes_only(kit, cloud, tmp_path):
     for index, url in enumerate(lists):
         query = parse_qs(url.query)
         assert query["$filter"][0].startswith("state eq 'completed'")
-        assert query["$select"][0] == "id,state,stateTransitionTime,executionInfo"
+        # what following needs, plus where and when each attempt ran (the run report)
+        assert query["$select"][0] == "id,state,stateTransitionTime,executionInfo,nodeInfo,creationTime"
         if index:  # after the first poll, only what changed since
             assert "stateTransitionTime gt datetime'" in query["$filter"][0]
     stats = cloud.emulator.stats()["requests"]["byOperation"]
