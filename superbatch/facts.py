@@ -45,6 +45,11 @@ class FactLog:
         for sample in samples:
             self._write({"kind": "nodes", **sample})
 
+    def cost(self, cost: Optional[dict]) -> None:
+        """What the session's pool cost (azure: cost.py), for the report's cost block."""
+        if cost:
+            self._write({"kind": "cost", **cost})
+
     def phases(self, phases: dict) -> None:
         self._write({"kind": "phases", "phases": dict(phases), "ended": time.time()})
 

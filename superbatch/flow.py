@@ -130,6 +130,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
         facts.nodes(backend.node_samples)
         summary.images = backend.images()
         summary.cost, summary.fallback = getattr(backend, "cost", None), getattr(backend, "fallback", None)
+        facts.cost(summary.cost)
 
     if summary.failures and not options.allow_failures:
         _report(run, facts, phases, options.quiet)

@@ -145,16 +145,35 @@ def phase_chart(phases: list):
     return figure
 
 
+COST_ROWS = [  # (key of the cost block, what the page calls it)
+    ("node_hours_dedicated", "dedicated node-hours"), ("node_hours_spot", "spot node-hours"),
+    ("task_hours", "task-hours"), ("utilization", "utilization (busy / allocated slot time)"),
+    ("preemptions", "preemptions"), ("idle_node_minutes", "idle node-minutes after the last task"),
+    ("price_per_node_hour", "price per node-hour"), ("price_per_spot_node_hour", "price per spot node-hour"),
+    ("estimated_cost", "estimated cost"),
+]
+
+
 def cost_block(facts: list) -> str:
-    """What the run cost. Pools do not report cost yet (issue 17): once they
-    write facts of kind "cost" ({"session", "amount", "currency", "detail"}),
-    this is where they show; until then the page says nothing of cost."""
+    """What each session's pool cost, as the azure backend measured it (cost.py);
+    the other backends pay for no machine and write no cost."""
     costs = [fact for fact in facts if fact.get("kind") == "cost"]
     if not costs:
         return ""
-    rows = "".join(f"<tr><td>session {fact.get('session')}</td><td>{html.escape(str(fact.get('amount')))} {html.escape(str(fact.get('currency', '')))}</td>"
-                   f"<td>{html.escape(str(fact.get('detail', '')))}</td></tr>" for fact in costs)
-    return f"<section><h2>Cost</h2><table>{rows}</table></section>"
+    head = "".join(f"<th>session {fact.get('session')}</th>" for fact in costs)
+    rows = "".join(
+        f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{html.escape(_cost_value(fact, key))}</td>" for fact in costs) + "</tr>"
+        for key, label in COST_ROWS)
+    return f"<section class=\"cost\"><h2>Cost</h2><table><tr><th></th>{head}</tr>{rows}</table></section>"
+
+
+def _cost_value(fact: dict, key: str) -> str:
+    value = fact.get(key)
+    if value is None:
+        return "unknown"
+    if key in ("estimated_cost", "price_per_node_hour", "price_per_spot_node_hour"):
+        return f"{value:g} {fact.get('currency') or ''}".strip()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # --- the page ---------------------------------------------------------------------

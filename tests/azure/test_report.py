@@ -33,3 +33,7 @@ def test_azure_report_shows_retries_failures_and_the_pool(kit, make_cloud, chrom
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {f"azure-report-{fact['index']}": fact["attempts"][-1]["where"] for fact in summary["facts"]} == nodes
     assert summary["nodes"] and all(sample["dedicated"] + sample["spot"] <= 3 for sample in summary["nodes"])
+    # The cost block: the pool's node-hours as the summary has them, on the page.
+    cost = summary["cost"]
+    assert cost["node_hours_dedicated"] + cost["node_hours_spot"] > 0
+    assert "dedicated node-hours" in opened.text and f"{cost['node_hours_dedicated']:g}" in opened.text
