@@ -15,7 +15,7 @@ run: $(VENV)/.installed
 	$(PY) controller.py
 
 cloud: $(VENV)/.installed node_modules/.installed
-	$(PY) controller.py --backend azure --emulate $(if $(shell $(PY) -c "import docker; docker.from_env(timeout=5).ping()" 2>/dev/null && echo yes),--build)
+	$(PY) controller.py --backend azure --emulate $(if $(shell $(PY) -c "import docker; docker.from_env(timeout=5).ping()" 2>/dev/null && echo yes),--build $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)))
 
 test: $(VENV)/.dev-installed node_modules/.installed
 	$(PY) -m pytest
