@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import os
 import queue
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ from typing import Any, Optional
 
 from .backends import Backend, TaskEnd, backend_class
 from .errors import SuperbatchError
-from .facts import FactLog
+from .facts import FactLog, read_facts
 from .formats import load
 from .progress import Progress, say
 from .redact import redact
@@ -41,7 +43,10 @@ class Summary:
     phases: dict = field(default_factory=dict)  # wall seconds by phase
     failures: list = field(default_factory=list)
     aggregate: Any = None
-    facts: list = field(default_factory=list)  # each task that ended in this session, as runs/<run>/facts.jsonl has it
+    # Each task that ended in this session, as runs/<run>/facts.jsonl has it: read
+    # from that file when the summary is written, not held (20,000 of them weigh ~30 MB).
+    facts_file: Optional[Path] = None
+    session: int = 0
     nodes: list = field(default_factory=list)  # the pool's node counts over time (azure)
     images: dict = field(default_factory=dict)  # image by digest -> task indices, where the backend knows
     cost: Any = None  # node-hours, task-hours, price... (azure backend, cost.py)
@@ -49,6 +54,8 @@ class Summary:
 
     def write(self, path: Path) -> None:
         data = asdict(self)
+        facts_file, session = data.pop("facts_file"), data.pop("session")
+        data["facts"] = [fact for fact in read_facts(facts_file.parent) if fact.get("kind") == "task" and fact.get("session") == session] if facts_file else []
         try:
             json.dumps(data["aggregate"])
         except (TypeError, ValueError):
@@ -113,6 +120,7 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
 
     progress = Progress(total, total - len(pending), quiet=options.quiet)
     facts = FactLog(run.path, options.backend)
+    summary.facts_file, summary.session = facts.path, facts.session
     try:
         with timed(phases, "run"):
             if pending:
@@ -146,15 +154,16 @@ def _report(run: RunFolder, facts: FactLog, phases: dict, quiet: bool) -> None:
     cannot be written is a warning, never the run's failure."""
     facts.phases(phases)
     facts.close()
-    try:
-        from .report import write_report  # plotly, only once there is something to draw
-
-        path = write_report(run.path)
-    except Exception as error:
-        print(f"warning: the run report could not be written ({type(error).__name__}: {error}); "
-              f"try again with --report --run {run.name}", file=sys.stderr)
+    # In a process of its own: drawing 20,000 tasks takes ~70 MB that the
+    # controller need not hold (its peak memory stays flat with the task count).
+    package_root = str(Path(__file__).resolve().parent.parent)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "superbatch.report", str(run.path)], capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"warning: the run report could not be written ({reason}); try again with --report --run {run.name}", file=sys.stderr)
         return
-    say(f"report: {path}", quiet)
+    say(f"report: {done.stdout.strip()}", quiet)
 
 
 def _image_phase(options, kit_dir: Path, run: RunFolder, backend: Backend, phases: dict) -> None:
@@ -220,7 +229,7 @@ def _run_tasks(backend: Backend, run: RunFolder, pending: list, summary: Summary
 
 
 def _record(summary: Summary, progress: Progress, facts: FactLog, end: TaskEnd) -> None:
-    summary.facts.append(facts.task(end))
+    facts.task(end)
     if end.succeeded:
         summary.tasks["succeeded"] += 1
     else:

@@ -253,3 +253,9 @@ def _natural(name: str):
     import re
 
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+if __name__ == "__main__":  # the flow writes the report in a process of its own: python -m superbatch.report RUN_DIR
+    import sys
+
+    print(write_report(Path(sys.argv[1])))
