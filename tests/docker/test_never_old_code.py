@@ -14,13 +14,16 @@ import hashlib
 import io
 import json
 import tarfile
+import uuid
 
 import pytest
 
 from tests.azure.conftest import azurite, make_cloud  # noqa: F401  (fixtures)
 from tests.kit import last_line, plain_results
 
-REPOSITORY = "superbatch-never-old"
+# A name of this session's own: the registry keeps what earlier sessions pushed,
+# and the tests assert what this one did (or did not) push.
+REPOSITORY = f"superbatch-never-old-{uuid.uuid4().hex[:8]}"
 READS = {"GET", "HEAD"}  # what backend.check() may send: it creates nothing
 
 OLD = """
@@ -56,7 +59,9 @@ def test_a_rerun_after_a_push_under_the_same_tag_runs_the_new_code_on_nodes_that
     cloud = container_cloud
     image = f"{registry.server}/{REPOSITORY}:same"
     env = {**cloud.env, **registry.env()}
-    flags = ["--backend", "azure", "--run", "again", "--image", image, "--poll-interval", "0.2",
+    # A fixed pool: its nodes stay between the runs, holding the old image under the tag
+    # (an elastic pool would drain them and start fresh nodes that pull the new one).
+    flags = ["--backend", "azure", "--run", "again", "--image", image, "--poll-interval", "0.2", "--fixed-pool",
              "--build", "--base-image", base_image, "--push"]
     summary = tmp_path / "summary.json"
 

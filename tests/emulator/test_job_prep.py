@@ -120,6 +120,9 @@ def test_a_failed_prep_task_keeps_the_jobs_tasks_off_its_node(client, tmp_path, 
     assert {t.node_info.node_id for t in tasks} != {bad_node} and bad_node not in {t.node_info.node_id for t in tasks}
     assert runs.read_text().split().count(bad_node) == 2   # the first run and its one retry
 
+    # The good node may finish every task while the bad one still runs its prep task's retry.
+    wait_for(lambda: all(s.job_preparation_task_execution_info.state == "completed"
+                         for s in client.list_job_preparation_and_release_task_status(job_id)), what="both prep tasks' ends")
     status = {s.node_id: s.job_preparation_task_execution_info
               for s in client.list_job_preparation_and_release_task_status(job_id)}
     assert len(status) == 2
