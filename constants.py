@@ -20,3 +20,10 @@ TASK_RESOURCE_JSON_FILE = "resource.json"
 TASK_OUTPUT_JSON_FILE = "output.json"
 LOCAL_RESOURCE_JSON_PATTERN = "task_{}_resource.json"
 LOCAL_OUTPUT_JSON_PATTERN = "task_{}_output.json"
+
+# A chunk (--chunk): one working directory runs several iterations. Its
+# resource file holds {"superbatch_chunk": [[index, parameters], ...]}; the
+# worker writes each iteration's result under LOCAL_OUTPUT_PATTERN (or the
+# JSON one) as it finishes, and each failure's traceback under this name.
+CHUNK_KEY = "superbatch_chunk"
+CHUNK_ERROR_PATTERN = "task_{}_error.txt"

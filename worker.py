@@ -9,6 +9,13 @@ leaves no output file: the traceback goes to stderr and the exit code is 1.
 `python worker.py` is what each task runs in the worker image and on Azure
 Batch; run_task() is the same thing as a function, for a backend that runs
 many tasks in one long-lived process.
+
+A chunk (--chunk) is several iterations in one working directory: its
+parameters file holds {"superbatch_chunk": [[index, parameters], ...]}. The
+worker calls task() once per iteration and writes each result, as it
+finishes, to task_<index>_output.pickle (.json), or, when the iteration
+raises, its traceback to task_<index>_error.txt; one failing iteration does
+not stop the others, and the exit code is 0 once every iteration was tried.
 """
 
 import json
@@ -18,8 +25,8 @@ import traceback
 
 import joblib
 
-from constants import (GLOBAL_CONFIG_FILE, GLOBAL_CONFIG_JSON_FILE, TASK_OUTPUT_FILE, TASK_OUTPUT_JSON_FILE,
-                       TASK_RESOURCE_FILE, TASK_RESOURCE_JSON_FILE)
+from constants import (CHUNK_ERROR_PATTERN, CHUNK_KEY, GLOBAL_CONFIG_FILE, GLOBAL_CONFIG_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN,
+                       LOCAL_OUTPUT_PATTERN, TASK_OUTPUT_FILE, TASK_OUTPUT_JSON_FILE, TASK_RESOURCE_FILE, TASK_RESOURCE_JSON_FILE)
 
 
 def load_json(path):
@@ -33,21 +40,42 @@ def dump_json(value, path):
         json.dump(value, file, ensure_ascii=False, allow_nan=False)
 
 
-def run_task(workdir="."):
-    """Run the task whose inputs are in `workdir`; leave its output there."""
+def _format(workdir):
+    """load, dump and the file names (config, resource, output, per-iteration output) of the run's format."""
+    if os.path.exists(os.path.join(workdir, GLOBAL_CONFIG_JSON_FILE)):  # a --format json run
+        return load_json, dump_json, (GLOBAL_CONFIG_JSON_FILE, TASK_RESOURCE_JSON_FILE, TASK_OUTPUT_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN)
+    return joblib.load, joblib.dump, (GLOBAL_CONFIG_FILE, TASK_RESOURCE_FILE, TASK_OUTPUT_FILE, LOCAL_OUTPUT_PATTERN)
+
+
+def run_task(workdir=".", on_iteration=None):
+    """Run the task (or chunk) whose inputs are in `workdir`; leave its output there.
+
+    on_iteration(index, succeeded) is called after each iteration of a chunk."""
     from task import task  # imported here so a broken task.py is reported like a failing task
 
-    if os.path.exists(os.path.join(workdir, GLOBAL_CONFIG_JSON_FILE)):  # a --format json run
-        load, dump, names = load_json, dump_json, (GLOBAL_CONFIG_JSON_FILE, TASK_RESOURCE_JSON_FILE, TASK_OUTPUT_JSON_FILE)
-    else:
-        load, dump, names = joblib.load, joblib.dump, (GLOBAL_CONFIG_FILE, TASK_RESOURCE_FILE, TASK_OUTPUT_FILE)
+    load, dump, names = _format(workdir)
     global_config = load(os.path.join(workdir, names[0]))
     parameters = load(os.path.join(workdir, names[1]))
-    result = task(global_config, parameters)
+    if isinstance(parameters, dict) and list(parameters) == [CHUNK_KEY]:
+        for index, item in parameters[CHUNK_KEY]:
+            try:
+                write(dump, task(global_config, item), os.path.join(workdir, names[3].format(index)))
+                succeeded = True
+            except (Exception, SystemExit):  # this iteration fails alone, its traceback kept
+                text = traceback.format_exc()
+                sys.stderr.write(text)
+                with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
+                    file.write(text)
+                succeeded = False
+            if on_iteration:
+                on_iteration(index, succeeded)
+        return
+    write(dump, task(global_config, parameters), os.path.join(workdir, names[2]))
 
+
+def write(dump, result, output):
     # Write under a temporary name first, so that the output either holds a
     # whole result or does not exist (a result that cannot be written included).
-    output = os.path.join(workdir, names[2])
     partial = output + ".partial"
     try:
         dump(result, partial)

@@ -16,6 +16,13 @@ leaving a mark in the task's working directory; the broken pool then reports
 that task as timed out and runs the others as above, each process killed at
 the same limit.
 
+With --chunk (auto by default here, unless --task-timeout), each pool call
+runs a chunk of iterations in one working directory (runs/<run>/work/chunk_<i>/):
+worker.run_task calls task() once per iteration and each result is renamed
+into runs/<run>/ the moment it is written, so a killed run loses only the
+iterations that had not finished; a failing iteration fails alone, its
+traceback its log, and is retried alone.
+
 A worker of another kind (task.py's WORKER, or --task-command) runs as its
 own process per task in the task's working directory, --workers at once.
 """
@@ -37,14 +44,32 @@ from typing import Iterator, Optional, Sequence
 import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+from .. import formats
+from ..chunks import AUTO, ChunkSizer
+from ..errors import UsageError
 from ..formats import FILES, Files
 from .base import Backend, TaskEnd, span, tail, timed_out_text
 
 TIMED_OUT_MARK = ".superbatch-timed-out"  # left in a task's working directory by the timer that killed it
+CHUNK_SECONDS = 0.5  # auto: a pool call's own cost is milliseconds; half a second makes it small
 
 
 class LocalBackend(Backend):
     name = "local"
+
+    def check(self) -> None:
+        chunk = getattr(self.options, "chunk", None)
+        if chunk not in (None, 1) and self.task_command(str(self.kit_dir)):
+            raise UsageError(f"--chunk {chunk}: a chunk is run by worker.py; with another worker (task.py's WORKER or --task-command) give --chunk 1")
+        if chunk not in (None, 1) and getattr(self.options, "task_timeout", None):
+            raise UsageError(f"--chunk {chunk}: --task-timeout limits each task and here a task is one iteration; leave --chunk out or give --chunk 1")
+
+    def chunk(self):
+        """Iterations per pool call: --chunk, else auto (1 where a task must be one iteration)."""
+        chunk = getattr(self.options, "chunk", None)
+        if chunk is None:
+            chunk = 1 if getattr(self.options, "task_timeout", None) else AUTO
+        return chunk
 
     def submit(self, indices: Sequence[int]) -> None:
         self.queue = list(indices)
@@ -67,20 +92,46 @@ class LocalBackend(Backend):
                 yield run_in_subprocess(run_dir, command, index, retries, timeout, files)
             return
         ended = set()
-        calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries, timeout, files) for index in self.queue)
         try:
-            parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered")
-            for end in parallel(calls):
-                ended.add(end.index)
-                yield end
+            if self.chunk() == 1:
+                calls = (joblib.delayed(run_in_pool)(run_dir, kit_dir, index, retries, timeout, files) for index in self.queue)
+                parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered")
+                for end in parallel(calls):
+                    ended.add(end.index)
+                    yield end
+            else:
+                yield from self._chunks(ended)
         except TerminatedWorkerError:
             for index in self.queue:
                 if index in ended:
+                    continue
+                if self.run.is_home(index):  # finished in a chunk before the pool broke
+                    yield TaskEnd(index, True, 0)
                     continue
                 if (self.run.path / "work" / f"task_{index}" / TIMED_OUT_MARK).exists():
                     yield timed_out(self.run.path, index, timeout)
                 else:
                     yield run_in_subprocess(run_dir, command, index, retries, timeout, files)
+
+    def _chunks(self, ended: set) -> Iterator[TaskEnd]:
+        """The queue as chunks, each sized when joblib asks for the next call."""
+        run_dir, kit_dir, files = str(self.run.path), str(self.kit_dir), self.run.files
+        sizer = ChunkSizer(self.chunk(), self.options.workers, CHUNK_SECONDS)
+        left = list(reversed(self.queue))
+
+        def calls():
+            while left:
+                part = [left.pop() for _ in range(sizer.next(len(left)))]
+                yield joblib.delayed(run_chunk_in_pool)(run_dir, kit_dir, part, self.options.retries, files)
+
+        # batch_size=1: the chunks are already sized; joblib must not group them again
+        parallel = joblib.Parallel(n_jobs=self.options.workers, return_as="generator_unordered", batch_size=1)
+        for ends in parallel(calls()):
+            for end in ends:
+                for attempt in end.spans:
+                    sizer.observe(attempt["end"] - attempt["start"])
+                ended.add(end.index)
+                yield end
 
     def fetch(self, index: int, destination: Path) -> None:
         pass  # the pool process already renamed the output into the run folder
@@ -107,6 +158,63 @@ def run_in_pool(run_dir: str, kit_dir: str, index: int, retries: int, timeout: O
             if exit_code == 0:
                 break
     return with_spans(finish(Path(run_dir), workdir, index, exit_code, attempt, files), spans)
+
+
+def run_chunk_in_pool(run_dir: str, kit_dir: str, indices: list, retries: int, files: Files = FILES["pickle"]) -> list:
+    """Run a chunk of iterations in this process; each result goes home as it is written,
+    each failed iteration is tried again alone (--retries)."""
+    if kit_dir not in sys.path:
+        sys.path.insert(0, kit_dir)
+    import worker
+    from constants import CHUNK_KEY
+
+    home = Path(run_dir)
+    workdir = home / "work" / f"chunk_{indices[0]}"
+    if workdir.exists():
+        shutil.rmtree(workdir)  # left over by a run that was killed
+    workdir.mkdir(parents=True)
+    _link(home / files.config, workdir / files.config)
+    where, ends, spans, errors = f"process {os.getpid()}", {}, {index: [] for index in indices}, {}
+    todo = list(indices)
+    for attempt in range(1, retries + 2):
+        chunk = [[index, formats.load(home / files.local_resource.format(index), files.format)] for index in todo]
+        (workdir / files.resource).write_bytes(formats.encode({CHUNK_KEY: chunk}, files.format, "a chunk's parameters"))
+        clock, tried, logged = [time.time()], set(), [0]
+
+        def on_iteration(index: int, succeeded: bool) -> None:
+            now = time.time()
+            tried.add(index)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            written = os.lseek(2, 0, os.SEEK_CUR)  # this iteration's stderr: what fd 2 got since the last one
+            spans[index].append(span(clock[0], now, where, "succeeded" if succeeded else "failed"))
+            clock[0] = now
+            if succeeded:
+                os.replace(workdir / files.local_output.format(index), home / files.local_output.format(index))
+                ends[index] = TaskEnd(index, True, 0, attempts=attempt)
+            else:
+                with open(workdir / "stderr.txt", "rb") as file:
+                    file.seek(logged[0])
+                    errors[index] = file.read(written - logged[0]).decode(errors="replace")
+            logged[0] = written
+
+        with captured_output(workdir):
+            exit_code = _call_worker(lambda path: worker.run_task(path, on_iteration), workdir)
+        if exit_code:  # the chunk itself failed (task.py does not import, a file unreadable): every iteration left did
+            stderr = (workdir / "stderr.txt").read_text(errors="replace")
+            for index in todo:
+                if index not in tried:
+                    errors[index] = stderr
+        todo = [index for index in todo if index not in ends]
+        if not todo:
+            break
+    logs = home / "logs"
+    for index in todo:
+        logs.mkdir(exist_ok=True)
+        (logs / f"task_{index}_stderr.txt").write_text(errors.get(index, ""))
+        ends[index] = TaskEnd(index, False, 1, stderr_tail=tail(errors.get(index, "")), attempts=retries + 1)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return [with_spans(ends[index], spans[index]) for index in indices]
 
 
 def run_in_subprocess(run_dir: str, command: list, index: int, retries: int, timeout: Optional[float] = None,
