@@ -18,6 +18,8 @@ raises, its traceback to task_<index>_error.txt; one failing iteration does
 not stop the others, and the exit code is 0 once every iteration was tried.
 """
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -58,19 +60,35 @@ def run_task(workdir=".", on_iteration=None):
     parameters = load(os.path.join(workdir, names[1]))
     if isinstance(parameters, dict) and list(parameters) == [CHUNK_KEY]:
         for index, item in parameters[CHUNK_KEY]:
-            try:
-                write(dump, task(global_config, item), os.path.join(workdir, names[3].format(index)))
-                succeeded = True
-            except (Exception, SystemExit):  # this iteration fails alone, its traceback kept
-                text = traceback.format_exc()
-                sys.stderr.write(text)
+            kept = Tee(sys.stderr)  # what this iteration prints to stderr, for its own log
+            with contextlib.redirect_stderr(kept):
+                try:
+                    write(dump, task(global_config, item), os.path.join(workdir, names[3].format(index)))
+                    succeeded = True
+                except (Exception, SystemExit):  # this iteration fails alone, its traceback kept
+                    traceback.print_exc()
+                    succeeded = False
+            if not succeeded:
                 with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
-                    file.write(text)
-                succeeded = False
+                    file.write(kept.text.getvalue())
             if on_iteration:
                 on_iteration(index, succeeded)
         return
     write(dump, task(global_config, parameters), os.path.join(workdir, names[2]))
+
+
+class Tee(io.TextIOBase):
+    """A stream that writes through to another and keeps a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.text = stream, io.StringIO()
+
+    def write(self, text):
+        self.text.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
 
 
 def write(dump, result, output):

@@ -8,6 +8,8 @@ never so large that too few chunks are left to keep every slot busy to the
 end (the sizes shrink as the run's tail nears).
 """
 
+import os
+import shutil
 from typing import Optional, Union
 
 from .errors import UsageError
@@ -59,3 +61,17 @@ def refuse_unless_one(backend: str, setting) -> None:
     """For a backend that sends one iteration per task so far."""
     if setting not in (None, 1):
         raise UsageError(f"--chunk {setting}: the {backend} backend runs one iteration per task so far; leave --chunk out or give --chunk 1")
+
+
+def harvest(run, keep: bool = True) -> int:
+    """Bring home the results a killed run left in its chunks' working
+    directories (runs/<run>/work/chunk_*/), then remove those directories;
+    keep=False (the inputs were restaged) only removes them. Returns how many came home."""
+    count = 0
+    for workdir in sorted(run.work_dir.glob("chunk_*")) if run.work_dir.exists() else []:
+        for output in workdir.glob(run.files.local_output.format("*")) if keep else []:
+            if not (run.path / output.name).exists():
+                os.replace(output, run.path / output.name)
+                count += 1
+        shutil.rmtree(workdir, ignore_errors=True)
+    return count

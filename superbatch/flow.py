@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .backends import Backend, TaskEnd, backend_class
+from .chunks import harvest
 from .errors import SuperbatchError
 from .facts import FactLog, read_facts
 from .formats import load
@@ -112,7 +113,9 @@ def run_job(options: argparse.Namespace, kit_dir: Path, runs_dir: Path) -> Optio
         backend.cancel()
         return None
     with timed(phases, "stage"):  # local only; before the image, so that task 0 can run in it
-        total = Stager(run, restage=options.restage, max_input_bytes=int(options.max_input_mb * 2**20)).stage(definition)
+        stager = Stager(run, restage=options.restage, max_input_bytes=int(options.max_input_mb * 2**20))
+        total = stager.stage(definition)
+        harvest(run, keep=not stager.restaged)  # results a killed run's chunks finished (none if the inputs changed)
     if options.build or options.push or getattr(options, "preflight", False):
         _image_phase(options, kit_dir, run, backend, phases)
     pending = [index for index in range(total) if not run.is_home(index)]

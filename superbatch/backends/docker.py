@@ -15,6 +15,12 @@ the task writes in the mounted directory are the user's to read and delete.
 With --task-timeout, a container still running at the limit (counted from
 the task's first start, retries included, as Batch's maxWallClockTime is) is
 killed and the task reported as timed out.
+
+With --chunk (auto by default here, with worker.py and no --task-timeout) a
+container runs a chunk of iterations in runs/<run>/work/chunk_<i>/; when it
+ends, each iteration's result goes home and each failed one is reported with
+its traceback and tried again alone (--retries). The times of the result
+files tell each iteration's duration, which sizes the next chunks (auto).
 """
 
 import os
@@ -26,12 +32,14 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from ..errors import SuperbatchError
+from ..chunks import AUTO, ChunkSizer
+from ..errors import SuperbatchError, UsageError
 from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
 from ..taskdef import IMAGE_HOME
-from .base import Backend, TaskEnd, TaskStates, span
-from .local import finish, prepare_workdir, timed_out, with_spans
+from .base import Backend, TaskEnd, TaskStates, span, tail
+from .local import finish, prepare_chunk, prepare_workdir, timed_out, with_spans
 
+CHUNK_SECONDS = 10.0  # auto: a container's start costs about a second; ten make it small
 LABEL = "superbatch.run"  # on every container, so that leftovers can be found: docker ps -a --filter label=superbatch.run
 
 
@@ -48,6 +56,14 @@ class DockerBackend(Backend):
                 f"there is no image {self.options.image} in the Docker engine; "
                 "add --build to build it from the Dockerfile (or pass --image NAME)"
             )
+        chunk = getattr(self.options, "chunk", None)
+        if chunk not in (None, 1) and self.task_command(IMAGE_HOME):
+            raise UsageError(f"--chunk {chunk}: a chunk is run by worker.py; with another worker (task.py's WORKER or --task-command) give --chunk 1")
+        if chunk not in (None, 1) and getattr(self.options, "task_timeout", None):
+            raise UsageError(f"--chunk {chunk}: --task-timeout limits each task and here a task is one iteration; leave --chunk out or give --chunk 1")
+        if chunk is None:
+            chunk = 1 if self.task_command(IMAGE_HOME) or getattr(self.options, "task_timeout", None) else AUTO
+        self.chunk = chunk
         self._lock = threading.Lock()
         self._containers = {}  # index -> the running container, for interrupted()
         self._pending = self._running = 0
@@ -60,13 +76,24 @@ class DockerBackend(Backend):
     def follow(self) -> Iterator[Optional[TaskEnd]]:
         pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="container")
         try:
-            futures = {pool.submit(self._run_task, index) for index in self.queue}
+            if self.chunk == 1:
+                futures = {pool.submit(self._run_task, index) for index in self.queue}
+            else:  # a chunk is sized when a slot frees, from the durations measured so far
+                sizer, left = ChunkSizer(self.chunk, self.options.workers, CHUNK_SECONDS), list(reversed(self.queue))
+
+                def next_chunk():
+                    return pool.submit(self._run_chunk, [left.pop() for _ in range(sizer.next(len(left)))], sizer)
+
+                futures = {next_chunk() for _ in range(min(self.options.workers, len(left)))}
             while futures:
                 done, futures = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
                 if not done:
                     yield None  # nothing ended this second: let the progress refresh
                 for future in done:
-                    yield future.result()
+                    result = future.result()
+                    yield from result if isinstance(result, list) else [result]
+                    if self.chunk != 1 and left and not self._stopping:
+                        futures.add(next_chunk())
         finally:
             # On Ctrl-C, tasks not started yet never start; running ones are
             # killed by interrupted() or close().
@@ -111,6 +138,66 @@ class DockerBackend(Backend):
         finally:
             with self._lock:
                 self._running -= 1
+
+    def _run_chunk(self, indices: list, sizer: ChunkSizer) -> list:
+        with self._lock:
+            self._pending -= len(indices)
+            self._running += len(indices)
+        try:
+            return self._chunk_attempts(indices, sizer)
+        except Exception as error:  # the engine failed us: every iteration of the chunk that is not home fails
+            return [TaskEnd(index, self.run.is_home(index), None if not self.run.is_home(index) else 0,
+                            failure_info=f"the Docker engine failed: {error}") for index in indices]
+        finally:
+            with self._lock:
+                self._running -= len(indices)
+
+    def _chunk_attempts(self, indices: list, sizer: ChunkSizer) -> list:
+        from constants import CHUNK_ERROR_PATTERN
+
+        files, home = self.run.files, self.run.path
+        workdir = self.run.work_dir / f"chunk_{indices[0]}"
+        where = "slot " + threading.current_thread().name.rsplit("_", 1)[-1]
+        ends, spans, errors, todo = {}, {index: [] for index in indices}, {}, list(indices)
+        for attempt in range(1, self.options.retries + 2):
+            prepare_chunk(home, workdir, todo, files, fresh=attempt == 1)
+            started = time.time()
+            exit_code, info = self._run_container(indices[0], workdir)
+            if exit_code is None and not info:  # interrupted before it started
+                break
+            # Each iteration ended when its file was written: the times give the spans and the durations.
+            ended = []
+            for index in todo:
+                for path, succeeded in ((workdir / files.local_output.format(index), True), (workdir / CHUNK_ERROR_PATTERN.format(index), False)):
+                    if path.exists():
+                        ended.append((path.stat().st_mtime, index, path, succeeded))
+            previous = started
+            for at, index, path, succeeded in sorted(ended):
+                spans[index].append(span(previous, at, where, "succeeded" if succeeded else "failed"))
+                if previous != started or len(ended) == 1:  # the first one's time includes the container's start
+                    sizer.observe(at - previous)
+                previous = at
+                if succeeded:
+                    os.replace(path, home / files.local_output.format(index))
+                    ends[index] = TaskEnd(index, True, 0, attempts=attempt)
+                else:
+                    errors[index] = (1, path.read_text(errors="replace"), "")
+            stderr = (workdir / "stderr.txt").read_text(errors="replace") if (workdir / "stderr.txt").exists() else ""
+            for index in todo:
+                if index not in ends and not any(index == item[1] for item in ended):
+                    errors[index] = (exit_code, stderr + (f"\nthe container exited with code {exit_code} before iteration {index} ended" if exit_code == 0 else ""), info)
+            todo = [index for index in todo if index not in ends]
+            if not todo or self._stopping:
+                break
+        shutil.rmtree(workdir, ignore_errors=True)
+        logs = home / "logs"
+        for index in todo:
+            code, text, info = errors.get(index, (None, "", "the run was interrupted"))
+            if text:
+                logs.mkdir(exist_ok=True)
+                (logs / f"task_{index}_stderr.txt").write_text(text)
+            ends[index] = TaskEnd(index, False, code or 1 if code is not None else None, stderr_tail=tail(text), failure_info=info, attempts=attempt)
+        return [with_spans(ends[index], spans[index]) for index in indices]
 
     def _attempts(self, index: int) -> TaskEnd:
         workdir = prepare_workdir(self.run.path, index, self.run.files)

@@ -166,19 +166,13 @@ def run_chunk_in_pool(run_dir: str, kit_dir: str, indices: list, retries: int, f
     if kit_dir not in sys.path:
         sys.path.insert(0, kit_dir)
     import worker
-    from constants import CHUNK_KEY
 
     home = Path(run_dir)
     workdir = home / "work" / f"chunk_{indices[0]}"
-    if workdir.exists():
-        shutil.rmtree(workdir)  # left over by a run that was killed
-    workdir.mkdir(parents=True)
-    _link(home / files.config, workdir / files.config)
     where, ends, spans, errors = f"process {os.getpid()}", {}, {index: [] for index in indices}, {}
     todo = list(indices)
     for attempt in range(1, retries + 2):
-        chunk = [[index, formats.load(home / files.local_resource.format(index), files.format)] for index in todo]
-        (workdir / files.resource).write_bytes(formats.encode({CHUNK_KEY: chunk}, files.format, "a chunk's parameters"))
+        prepare_chunk(home, workdir, todo, files, fresh=attempt == 1)
         clock, tried, logged = [time.time()], set(), [0]
 
         def on_iteration(index: int, succeeded: bool) -> None:
@@ -315,6 +309,23 @@ def prepare_workdir(run_dir: Path, index: int, files: Files = FILES["pickle"]) -
     _link(run_dir / files.config, workdir / files.config)
     _link(run_dir / files.local_resource.format(index), workdir / files.resource)
     return workdir
+
+
+def prepare_chunk(run_dir: Path, workdir: Path, indices: list, files: Files, fresh: bool = True) -> None:
+    """A chunk's working directory: the config, and a resource file holding
+    {CHUNK_KEY: [[index, parameters], ...]} for the given iterations. Its
+    attempts share it (fresh=False), as a Batch task's do."""
+    from constants import CHUNK_ERROR_PATTERN, CHUNK_KEY
+
+    if fresh:
+        if workdir.exists():
+            shutil.rmtree(workdir)  # left over by a killed run (chunks.harvest took its results)
+        workdir.mkdir(parents=True)
+        _link(run_dir / files.config, workdir / files.config)
+    for index in indices:  # an attempt before left its failures' tracebacks
+        (workdir / CHUNK_ERROR_PATTERN.format(index)).unlink(missing_ok=True)
+    chunk = [[index, formats.load(run_dir / files.local_resource.format(index), files.format)] for index in indices]
+    (workdir / files.resource).write_bytes(formats.encode({CHUNK_KEY: chunk}, files.format, "a chunk's parameters"))
 
 
 def _link(source: Path, target: Path) -> None:
