@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+from ...chunks import refuse_unless_one
 from ...image import TASK_COMMAND_LINE
 from ...progress import say
 from ...redact import redact
@@ -53,6 +54,7 @@ class AzureBackend(Backend):
         from .batch import BatchService
         from .storage import BlobStore
 
+        refuse_unless_one(self.name, getattr(self.options, "chunk", None))  # chunks of Batch tasks: not in this version yet
         # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
         environ = getattr(self.options, "environ", None) or os.environ
         if getattr(self.options, "task_command", None) is None and getattr(self.options, "tasks_on_host", False):
