@@ -27,3 +27,6 @@ LOCAL_OUTPUT_JSON_PATTERN = "task_{}_output.json"
 # JSON one) as it finishes, and each failure's traceback under this name.
 CHUNK_KEY = "superbatch_chunk"
 CHUNK_ERROR_PATTERN = "task_{}_error.txt"
+# On Azure Batch a chunk's files go to its own blob folder as they are
+# written, and this one last: each iteration's outcome and times, as JSON.
+CHUNK_STATUS_FILE = "status.json"

@@ -16,6 +16,17 @@ worker calls task() once per iteration and writes each result, as it
 finishes, to task_<index>_output.pickle (.json), or, when the iteration
 raises, its traceback to task_<index>_error.txt; one failing iteration does
 not stop the others, and the exit code is 0 once every iteration was tried.
+
+On Azure Batch the shared config is fetched once per node by the job's
+preparation task, so the worker looks for it in AZ_BATCH_JOB_PREP_WORKING_DIR
+when the working directory has none. A chunk there also gets, in its
+environment, a blob folder for its files (SUPERBATCH_RESULTS_URL, a container
+URL whose SAS can only list, create and write, and SUPERBATCH_RESULTS_PREFIX):
+each result or traceback is uploaded the moment it is written, so a node that
+is preempted loses only the iteration it was running; a chunk that starts
+again skips the iterations whose results are already there; and status.json,
+written last, tells the controller how each iteration went and how long it
+took. SUPERBATCH_RETRIES tries a failing iteration again, alone.
 """
 
 import contextlib
@@ -23,11 +34,16 @@ import io
 import json
 import os
 import sys
+import time
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ElementTree
 
 import joblib
 
-from constants import (CHUNK_ERROR_PATTERN, CHUNK_KEY, GLOBAL_CONFIG_FILE, GLOBAL_CONFIG_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN,
+from constants import (CHUNK_ERROR_PATTERN, CHUNK_KEY, CHUNK_STATUS_FILE, GLOBAL_CONFIG_FILE, GLOBAL_CONFIG_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN,
                        LOCAL_OUTPUT_PATTERN, TASK_OUTPUT_FILE, TASK_OUTPUT_JSON_FILE, TASK_RESOURCE_FILE, TASK_RESOURCE_JSON_FILE)
 
 
@@ -43,10 +59,16 @@ def dump_json(value, path):
 
 
 def _format(workdir):
-    """load, dump and the file names (config, resource, output, per-iteration output) of the run's format."""
-    if os.path.exists(os.path.join(workdir, GLOBAL_CONFIG_JSON_FILE)):  # a --format json run
-        return load_json, dump_json, (GLOBAL_CONFIG_JSON_FILE, TASK_RESOURCE_JSON_FILE, TASK_OUTPUT_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN)
-    return joblib.load, joblib.dump, (GLOBAL_CONFIG_FILE, TASK_RESOURCE_FILE, TASK_OUTPUT_FILE, LOCAL_OUTPUT_PATTERN)
+    """load, dump, the config's path and the file names (resource, output, per-iteration output) of the run's format."""
+    for folder in (workdir, os.environ.get("AZ_BATCH_JOB_PREP_WORKING_DIR")):
+        if folder and os.path.exists(os.path.join(folder, GLOBAL_CONFIG_JSON_FILE)):  # a --format json run
+            return load_json, dump_json, os.path.join(folder, GLOBAL_CONFIG_JSON_FILE), (
+                TASK_RESOURCE_JSON_FILE, TASK_OUTPUT_JSON_FILE, LOCAL_OUTPUT_JSON_PATTERN)
+        if folder and os.path.exists(os.path.join(folder, GLOBAL_CONFIG_FILE)):
+            return joblib.load, joblib.dump, os.path.join(folder, GLOBAL_CONFIG_FILE), (
+                TASK_RESOURCE_FILE, TASK_OUTPUT_FILE, LOCAL_OUTPUT_PATTERN)
+    raise FileNotFoundError(f"no {GLOBAL_CONFIG_FILE} or {GLOBAL_CONFIG_JSON_FILE} in {os.path.abspath(workdir)}"
+                            " or in AZ_BATCH_JOB_PREP_WORKING_DIR")
 
 
 def run_task(workdir=".", on_iteration=None):
@@ -55,26 +77,103 @@ def run_task(workdir=".", on_iteration=None):
     on_iteration(index, succeeded) is called after each iteration of a chunk."""
     from task import task  # imported here so a broken task.py is reported like a failing task
 
-    load, dump, names = _format(workdir)
-    global_config = load(os.path.join(workdir, names[0]))
-    parameters = load(os.path.join(workdir, names[1]))
-    if isinstance(parameters, dict) and list(parameters) == [CHUNK_KEY]:
-        for index, item in parameters[CHUNK_KEY]:
-            kept = Tee(sys.stderr)  # what this iteration prints to stderr, for its own log
-            with contextlib.redirect_stderr(kept):
-                try:
-                    write(dump, task(global_config, item), os.path.join(workdir, names[3].format(index)))
-                    succeeded = True
-                except (Exception, SystemExit):  # this iteration fails alone, its traceback kept
-                    traceback.print_exc()
-                    succeeded = False
-            if not succeeded:
-                with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
-                    file.write(kept.text.getvalue())
-            if on_iteration:
-                on_iteration(index, succeeded)
+    load, dump, config_path, names = _format(workdir)
+    global_config = load(config_path)
+    parameters = load(os.path.join(workdir, names[0]))
+    if not (isinstance(parameters, dict) and list(parameters) == [CHUNK_KEY]):
+        write(dump, task(global_config, parameters), os.path.join(workdir, names[1]))
         return
-    write(dump, task(global_config, parameters), os.path.join(workdir, names[2]))
+    folder = BlobFolder.from_environment()
+    there = folder.names() if folder else set()  # results a preempted attempt of this chunk left
+    retries = int(os.environ.get("SUPERBATCH_RETRIES", "0"))
+    status = {}
+    for index, item in parameters[CHUNK_KEY]:
+        output = names[2].format(index)
+        if output in there:
+            status[index] = {"ok": True, "earlier": True}
+            continue
+        for attempt in range(1, retries + 2):
+            start = time.time()
+            succeeded, errors = _iteration(task, global_config, item, dump, os.path.join(workdir, output))
+            if succeeded or attempt > retries:
+                break
+        status[index] = {"ok": succeeded, "start": start, "end": time.time(), "attempts": attempt}
+        if not succeeded:
+            with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
+                file.write(errors)
+        if folder:  # the file leaves the node now: a preemption cannot lose it
+            name = output if succeeded else CHUNK_ERROR_PATTERN.format(index)
+            folder.upload_file(name, os.path.join(workdir, name))
+        if on_iteration:
+            on_iteration(index, succeeded)
+    if folder:
+        folder.upload(CHUNK_STATUS_FILE, json.dumps({"node": os.environ.get("AZ_BATCH_NODE_ID"), "iterations": status}).encode())
+
+
+def _iteration(task, global_config, item, dump, output):
+    """One iteration of a chunk: (succeeded, what it printed to stderr with its traceback)."""
+    kept = Tee(sys.stderr)  # what this iteration prints to stderr, for its own log
+    with contextlib.redirect_stderr(kept):
+        try:
+            write(dump, task(global_config, item), output)
+            return True, ""
+        except (Exception, SystemExit):  # this iteration fails alone, its traceback kept
+            traceback.print_exc()
+    return False, kept.text.getvalue()
+
+
+class BlobFolder:
+    """A chunk's folder in blob storage, reached with the SAS URL the
+    controller gave the task (plain HTTPS: the worker image needs no SDK)."""
+
+    def __init__(self, container_url, prefix):
+        self.container, _, self.sas = container_url.partition("?")
+        self.prefix = prefix
+
+    @classmethod
+    def from_environment(cls):
+        url = os.environ.get("SUPERBATCH_RESULTS_URL")
+        return cls(url, os.environ.get("SUPERBATCH_RESULTS_PREFIX", "")) if url else None
+
+    def names(self):
+        """The names of the files in the folder (List Blobs, page by page)."""
+        found, marker = set(), ""
+        while True:
+            query = {"restype": "container", "comp": "list", "prefix": self.prefix}
+            if marker:
+                query["marker"] = marker
+            body = self._request("GET", f"{self.container}?{urllib.parse.urlencode(query)}&{self.sas}")
+            root = ElementTree.fromstring(body)
+            found.update(name.text[len(self.prefix):] for name in root.iter("Name"))
+            marker = root.findtext("NextMarker") or ""
+            if not marker:
+                return found
+
+    def upload_file(self, name, path):
+        with open(path, "rb") as file:
+            self.upload(name, file.read())
+        os.remove(path)  # a chunk of many iterations does not fill the node's disk
+
+    def upload(self, name, data):
+        """Put Blob: the whole file in one request."""
+        url = f"{self.container}/{urllib.parse.quote(self.prefix + name)}?{self.sas}"
+        self._request("PUT", url, data, {"x-ms-blob-type": "BlockBlob", "Content-Length": str(len(data))})
+
+    @staticmethod
+    def _request(method, url, data=None, headers=None, attempts=5):
+        for attempt in range(attempts):  # the service may throttle or blink: back off and try again
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers or {}),
+                                            timeout=120) as answer:
+                    return answer.read()
+            except urllib.error.HTTPError as error:
+                if error.code < 500 and error.code != 429 or attempt == attempts - 1:
+                    # the URL carries a SAS: say what failed without it
+                    raise RuntimeError(f"{method} of a chunk's file in blob storage failed: HTTP {error.code} {error.reason}") from None
+            except OSError as error:
+                if attempt == attempts - 1:
+                    raise RuntimeError(f"{method} of a chunk's file in blob storage failed: {type(error).__name__}") from None
+            time.sleep(min(30, 2 ** attempt))
 
 
 class Tee(io.TextIOBase):

@@ -165,7 +165,10 @@ class Containers:
         try:
             container = self.client.containers.create(
                 image_id, command=argv or None, environment=env, detach=True,
-                volumes={root: {"bind": root, "mode": "rw"}}, **kwargs)
+                volumes={root: {"bind": root, "mode": "rw"}},
+                # The node's network: a task reaches storage as its node does (the
+                # emulator's choice, README; here that reaches Azurite on 127.0.0.1).
+                network_mode="host", **kwargs)
         except docker.errors.APIError as e:
             return Outcome(failure=failure("ContainerCreateFailed", f"Creating the container failed: {str(e)[:300]}"))
         info = {"containerId": container.id, "state": "created"}

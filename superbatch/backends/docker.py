@@ -32,8 +32,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from ..chunks import AUTO, ChunkSizer
-from ..errors import SuperbatchError, UsageError
+from .. import chunks
+from ..chunks import ChunkSizer
+from ..errors import SuperbatchError
 from ..image import TASK_COMMAND_LINE  # image.py loads the docker SDK only when used
 from ..taskdef import IMAGE_HOME
 from .base import Backend, TaskEnd, TaskStates, span, tail
@@ -56,13 +57,8 @@ class DockerBackend(Backend):
                 f"there is no image {self.options.image} in the Docker engine; "
                 "add --build to build it from the Dockerfile (or pass --image NAME)"
             )
-        chunk = getattr(self.options, "chunk", None)
-        if chunk not in (None, 1) and self.task_command(IMAGE_HOME):
-            raise UsageError(f"--chunk {chunk}: a chunk is run by worker.py; with another worker (task.py's WORKER or --task-command) give --chunk 1")
-        if chunk not in (None, 1) and getattr(self.options, "task_timeout", None):
-            raise UsageError(f"--chunk {chunk}: --task-timeout limits each task and here a task is one iteration; leave --chunk out or give --chunk 1")
-        if chunk is None:
-            chunk = 1 if self.task_command(IMAGE_HOME) or getattr(self.options, "task_timeout", None) else AUTO
+        chunk = chunks.resolve(getattr(self.options, "chunk", None), bool(self.task_command(IMAGE_HOME)),
+                               getattr(self.options, "task_timeout", None))
         self.chunk = chunk
         self._lock = threading.Lock()
         self._containers = {}  # index -> the running container, for interrupted()

@@ -44,9 +44,8 @@ from typing import Iterator, Optional, Sequence
 import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from .. import formats
-from ..chunks import AUTO, ChunkSizer
-from ..errors import UsageError
+from .. import chunks
+from ..chunks import ChunkSizer, chunk_resource
 from ..formats import FILES, Files
 from .base import Backend, TaskEnd, span, tail, timed_out_text
 
@@ -58,18 +57,12 @@ class LocalBackend(Backend):
     name = "local"
 
     def check(self) -> None:
-        chunk = getattr(self.options, "chunk", None)
-        if chunk not in (None, 1) and self.task_command(str(self.kit_dir)):
-            raise UsageError(f"--chunk {chunk}: a chunk is run by worker.py; with another worker (task.py's WORKER or --task-command) give --chunk 1")
-        if chunk not in (None, 1) and getattr(self.options, "task_timeout", None):
-            raise UsageError(f"--chunk {chunk}: --task-timeout limits each task and here a task is one iteration; leave --chunk out or give --chunk 1")
+        self.chunk_setting = chunks.resolve(getattr(self.options, "chunk", None), bool(self.task_command(str(self.kit_dir))),
+                                            getattr(self.options, "task_timeout", None))
 
     def chunk(self):
         """Iterations per pool call: --chunk, else auto (1 where a task must be one iteration)."""
-        chunk = getattr(self.options, "chunk", None)
-        if chunk is None:
-            chunk = 1 if getattr(self.options, "task_timeout", None) else AUTO
-        return chunk
+        return self.chunk_setting
 
     def submit(self, indices: Sequence[int]) -> None:
         self.queue = list(indices)
@@ -315,7 +308,7 @@ def prepare_chunk(run_dir: Path, workdir: Path, indices: list, files: Files, fre
     """A chunk's working directory: the config, and a resource file holding
     {CHUNK_KEY: [[index, parameters], ...]} for the given iterations. Its
     attempts share it (fresh=False), as a Batch task's do."""
-    from constants import CHUNK_ERROR_PATTERN, CHUNK_KEY
+    from constants import CHUNK_ERROR_PATTERN
 
     if fresh:
         if workdir.exists():
@@ -324,8 +317,7 @@ def prepare_chunk(run_dir: Path, workdir: Path, indices: list, files: Files, fre
         _link(run_dir / files.config, workdir / files.config)
     for index in indices:  # an attempt before left its failures' tracebacks
         (workdir / CHUNK_ERROR_PATTERN.format(index)).unlink(missing_ok=True)
-    chunk = [[index, formats.load(run_dir / files.local_resource.format(index), files.format)] for index in indices]
-    (workdir / files.resource).write_bytes(formats.encode({CHUNK_KEY: chunk}, files.format, "a chunk's parameters"))
+    (workdir / files.resource).write_bytes(chunk_resource(run_dir, indices, files))
 
 
 def _link(source: Path, target: Path) -> None:

@@ -8,6 +8,12 @@
              count moved, the tasks completed since the last one seen
              ($filter on stateTransitionTime, $select of four fields)
     fetch    download task_<i>_output.pickle (or .json) from the run's blob container
+
+With worker.py, the job's preparation task brings the shared config to each
+node once (tasks.config_preparation), and tasks carry chunks of iterations
+(--chunk, auto by default: chunked.py); a task still ends as one TaskEnd per
+iteration. Another worker (WORKER, --task-command) runs one iteration per
+task with the config among its own resource files, as it expects.
     close    end the job once every task has ended, so that finished runs do
              not hold the account's active-job quota
 
@@ -26,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from ...chunks import refuse_unless_one
+from ... import chunks
 from ...image import TASK_COMMAND_LINE
 from ...progress import say
 from ...redact import redact
@@ -35,6 +41,7 @@ from ..base import Backend, TaskEnd, TaskStates, tail, timed_out_text
 from . import settings as settings_module
 from . import sas
 from . import watchdog
+from .chunked import is_chunk_id
 from .ranges import add_range, contains, from_sorted
 
 
@@ -54,7 +61,9 @@ class AzureBackend(Backend):
         from .batch import BatchService
         from .storage import BlobStore
 
-        refuse_unless_one(self.name, getattr(self.options, "chunk", None))  # chunks of Batch tasks: not in this version yet
+        other_worker = self.task_command(IMAGE_HOME) is not None  # before --emulate may name the host's worker.py
+        self.chunk = chunks.resolve(getattr(self.options, "chunk", None), other_worker, getattr(self.options, "task_timeout", None))
+        self.config_by_node = not other_worker  # the job preparation task fetches it; worker.py looks there
         # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
         environ = getattr(self.options, "environ", None) or os.environ
         if getattr(self.options, "task_command", None) is None and getattr(self.options, "tasks_on_host", False):
@@ -79,6 +88,9 @@ class AzureBackend(Backend):
         self.watch = None  # the pool while following: cost and elastic pool (elastic.PoolWatch)
         self.cost = None  # the summary's "cost" once the run has ended
         self.fallback = None  # the summary's "fallback": spot nodes gave way to dedicated ones
+        from .chunked import ChunkTasks
+
+        self.chunks = ChunkTasks(self, self.chunk)  # reads the chunk tasks of any run, adds them when chunking
 
     def _blob_prefix(self) -> str:
         # Inputs restaged with --restage go under a prefix of their own, so a
@@ -119,7 +131,11 @@ class AzureBackend(Backend):
             with watchdog.naming_leftovers(self.settings, self.run.name, self.options):
                 self._start_job()
         self.state.setdefault("cost_from", datetime.now(timezone.utc).isoformat())  # the cost counts from the first task added
-        self._add_tasks([index for index in self.pending if not contains(self.state.get("added", []), index)])
+        not_added = [index for index in self.pending if not contains(self.state.get("added", []), index)]
+        if self.chunk == 1:
+            self._add_tasks(not_added)
+        else:
+            self.chunks.send(not_added)
         self._watch_pool()
         self.phases["submit"] = round(time.perf_counter() - started, 4)
 
@@ -130,6 +146,8 @@ class AzureBackend(Backend):
             return False
         if self.state.get("image") != self.task_image:
             return False  # a new image (a new digest under the same tag too): tasks go to a new job
+        if self.config_by_node and sas.near(self.state, self.settings.sas_hours):
+            return False  # the preparation task's SAS URL expires soon: nodes that join later could not fetch the config
         return self.batch.job_state(self.job_id) == "active"
 
     def _start_job(self) -> None:
@@ -142,12 +160,17 @@ class AzureBackend(Backend):
         self._say(f"creating job {self.job_id}" + (f" (the tasks without an output; {old_job} is ended)" if old_job else ""))
         # Journal the new job (and forget what was added to the old one) before
         # creating it: a crash in between leaves a job that a rerun creates or finds.
-        self.state.pop("added", None)
-        self.state.pop("rounds", None)
-        self.state.pop(sas.KEY, None)
+        for key in ("added", "rounds", "chunks", sas.KEY):
+            self.state.pop(key, None)
         self._save_state(job_id=self.job_id, job_number=number, generation=self.run.journal.get("generation", 0),
                          image=self.task_image)
-        if not self.batch.create_job(self.job_id):
+        preparation = None
+        if self.config_by_node:
+            from .tasks import config_preparation
+
+            sas.record(self.state, sas.expiry(self.settings.sas_hours))  # the preparation task's URL is the job's
+            preparation = config_preparation(self.store.read_url(self.prefix + self.run.files.config), self.run.files)
+        if not self.batch.create_job(self.job_id, preparation):
             self._reattach()  # created before a crash, found now
 
     def _upload_inputs(self) -> None:
@@ -156,8 +179,9 @@ class AzureBackend(Backend):
         folder = str(self.run.path)  # paths as strings: 20,000 Path objects weigh 7 MB
         files = self.run.files
         names = [(self.prefix + files.config, str(self.run.config_path), inputs["config"])]
-        names += [(self.prefix + files.local_resource.format(i), os.path.join(folder, files.local_resource.format(i)), digest)
-                  for i, digest in enumerate(inputs["tasks"])]
+        if self.chunk == 1:  # else each chunk's resource file goes up with its task (chunked.py)
+            names += [(self.prefix + files.local_resource.format(i), os.path.join(folder, files.local_resource.format(i)), digest)
+                      for i, digest in enumerate(inputs["tasks"])]
         if self.state.get("uploaded") == content_fingerprint(names):
             return  # every input is there already (the journal says so)
         self.store.create_container()
@@ -178,11 +202,19 @@ class AzureBackend(Backend):
         self._say(f"reattaching to job {self.job_id}")
         waiting = set(self.pending)
         rounds = self.state.get("rounds", {})  # str(index) -> its latest round, for tasks added again
-        again = []
+        again, chunks_again = [], []
         for task in self.batch.completed_tasks(self.job_id, since=None):
             self.completed_seen += 1
             if self.since is None or task.state_transition_time > self.since:
                 self.since = task.state_transition_time
+            if is_chunk_id(task.id):
+                for end in self.chunks.ends(task, waiting):
+                    waiting.discard(end.index)
+                    if end.succeeded:
+                        self.ended_early.append(end)
+                    else:
+                        chunks_again.append(end.index)
+                continue
             index, round_ = task_index(task.id)
             if index not in waiting or round_ != rounds.get(str(index), 0):
                 continue  # not this run's, or an attempt already superseded
@@ -201,6 +233,9 @@ class AzureBackend(Backend):
                 rounds[str(index)] = rounds.get(str(index), 0) + 1
             self._add_tasks(again, rounds)
             self._save_state(rounds=rounds)  # after adding: a crash before this re-adds them (TaskExists)
+        if chunks_again:
+            self._say(f"{len(chunks_again)} iterations failed while the controller was away; they run again")
+            self.chunks.send(sorted(chunks_again))
         if sas.near(self.state, self.settings.sas_hours):
             self._renew_waiting(waiting - set(again), rounds)  # those added again just now have fresh URLs
 
@@ -209,6 +244,8 @@ class AzureBackend(Backend):
         stale = self.batch.waiting_tasks(self.job_id)
         renew = []
         for task_id_ in stale:
+            if is_chunk_id(task_id_):
+                continue  # chunk tasks come with the preparation task, whose SAS moves the whole job (_job_can_serve)
             index, round_ = task_index(task_id_)
             if index in waiting and round_ == rounds.get(str(index), 0):
                 renew.append(index)
@@ -232,7 +269,7 @@ class AzureBackend(Backend):
 
         self._say(f"adding {len(indices)} tasks to job {self.job_id}")
         files = self.run.files
-        config_url = self.store.read_url(self.prefix + files.config)
+        config_url = None if self.config_by_node else self.store.read_url(self.prefix + files.config)
         output_url = self.store.output_url()
         chunk = 1000  # journal progress after each chunk, so a crash re-adds at most one chunk
         for start in range(0, len(indices), chunk):
@@ -280,22 +317,21 @@ class AzureBackend(Backend):
                 for task in self.batch.completed_tasks(self.job_id, since=since):
                     if newest is None or task.state_transition_time > newest:
                         newest = task.state_transition_time
-                    index, round_ = task_index(task.id)
-                    if index not in waiting or round_ != rounds.get(str(index), 0):
-                        continue
-                    waiting.discard(index)
-                    yield self._task_end(index, task, failure_text)
+                    for end in self._ends(task, waiting, rounds, failure_text):
+                        waiting.discard(end.index)
+                        yield end
                 if newest is not None:
                     since = margin_before(newest)
+            if self.chunks.unsized:
+                self.chunks.size_the_rest()  # auto: once the first wave has been timed
             if waiting and counts.active == 0 and counts.running == 0:
                 # The counts say nothing is left, yet tasks are missing: counts
                 # lag the tasks, and a listing by transition time can miss one
                 # that completed at the same moment. A full listing settles it.
                 for task in self.batch.completed_tasks(self.job_id, since=None):
-                    index, round_ = task_index(task.id)
-                    if index in waiting and round_ == rounds.get(str(index), 0):
-                        waiting.discard(index)
-                        yield self._task_end(index, task, failure_text)
+                    for end in self._ends(task, waiting, rounds, failure_text):
+                        waiting.discard(end.index)
+                        yield end
             yield None
             if waiting:
                 time.sleep(max(0.0, self.settings.poll_interval - (time.monotonic() - polled)))
@@ -306,6 +342,18 @@ class AzureBackend(Backend):
         counts = self.batch.node_counts()
         if counts is not None:
             self.node_samples.append({"t": time.time(), **counts})
+
+    def _ends(self, task, waiting: set, rounds: dict, failure_text) -> list:
+        """How the iterations of a completed task still waited for ended: one, or a chunk's."""
+        if is_chunk_id(task.id):
+            ends = self.chunks.ends(task, waiting)
+            if ends and self.watch:
+                self.watch.ledger.task(task.execution_info)
+            return ends
+        index, round_ = task_index(task.id)
+        if index not in waiting or round_ != rounds.get(str(index), 0):
+            return []  # not this run's, or an attempt already superseded
+        return [self._task_end(index, task, failure_text)]
 
     def _task_end(self, index: int, task, failure_text) -> TaskEnd:
         from .batch import task_spans
@@ -332,7 +380,8 @@ class AzureBackend(Backend):
                        spans=spans, requeues=requeues)
 
     def fetch(self, index: int, destination: Path) -> None:
-        self.store.download(self.prefix + self.run.files.local_output.format(index), destination)
+        blob = self.chunks.result_blob.pop(index, None) or self.prefix + self.run.files.local_output.format(index)
+        self.store.download(blob, destination)
 
     def states(self) -> Optional[TaskStates]:
         return self.counts

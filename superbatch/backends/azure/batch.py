@@ -66,9 +66,10 @@ class BatchService:
         )
         return self._created_unless_exists(lambda: self.client.create_pool(pool), f"creating pool {s.pool_id!r}")
 
-    def create_job(self, job_id: str) -> bool:
+    def create_job(self, job_id: str, preparation: Optional[models.BatchJobPreparationTask] = None) -> bool:
         """Create the run's job unless it exists (a resumed run); returns whether it was created."""
-        job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id))
+        job = models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=self.settings.pool_id),
+                                           job_preparation_task=preparation)
         return self._created_unless_exists(lambda: self.client.create_job(job), f"creating job {job_id!r}", job=job_id)
 
     def get_pool(self, select: Optional[list] = None) -> Optional[models.BatchPool]:

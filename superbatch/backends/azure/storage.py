@@ -10,7 +10,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
@@ -97,13 +97,16 @@ class BlobStore:
             with open(path, "rb") as data:
                 self.container.upload_blob(name, data, overwrite=True, metadata={HASH_KEY: digest})
 
+        return self._upload_all(files, upload)
+
+    def _upload_all(self, items: Iterable, upload) -> int:
         # At most a few uploads per thread are queued at once: pool.map would queue one
         # future per file up front, 34 MB for 20,000 files.
         count = 0
         limit = 4 * self.settings.threads
         with ThreadPoolExecutor(self.settings.threads, thread_name_prefix="upload") as pool:
             queued: set = set()
-            for item in files:
+            for item in items:
                 if len(queued) >= limit:
                     done, queued = wait(queued, return_when=FIRST_COMPLETED)
                     for future in done:
@@ -137,6 +140,15 @@ class BlobStore:
         )
         return f"{self.container.get_blob_client(blob_name).url}?{sas}"
 
+    def results_url(self) -> str:
+        """A container URL for chunk tasks: list, create and write blobs, no reading."""
+        sas = generate_container_sas(
+            self.account_name, self.settings.container,
+            permission=ContainerSasPermissions(list=True, create=True, write=True), expiry=self._expiry(),
+            start=datetime.now(timezone.utc) - timedelta(minutes=5), **self._signing(),
+        )
+        return f"{self.container.url}?{sas}"
+
     def output_url(self) -> str:
         """A container URL that can only create and write blobs, until it expires."""
         sas = generate_container_sas(
@@ -147,6 +159,21 @@ class BlobStore:
         return f"{self.container.url}?{sas}"
 
     # --- outputs -------------------------------------------------------------
+
+    def read(self, blob_name: str) -> Optional[bytes]:
+        """A small blob's content, or None if there is none of that name."""
+        try:
+            return self.container.download_blob(blob_name, max_concurrency=1).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def names(self, prefix: str) -> set:
+        """The names of the blobs under prefix, without it."""
+        return {blob.name[len(prefix):] for blob in self.container.list_blobs(name_starts_with=prefix)}
+
+    def upload_data(self, items: Iterable[tuple]) -> int:
+        """Upload (blob name, bytes) pairs, made as they are needed, in parallel."""
+        return self._upload_all(items, lambda item: self.container.upload_blob(item[0], item[1], overwrite=True))
 
     def download(self, blob_name: str, destination: Path) -> None:
         """Download a blob to destination, which appears whole or not at all."""

@@ -1,0 +1,215 @@
+"""Chunk tasks on Azure Batch (--chunk N|auto): several iterations per Batch task.
+
+A chunk task's id is <run>-c<n>; the journal keeps the iterations of each
+chunk of the current job, as ranges, under "chunks". Its files live in the
+blob folder <prefix>chunks/<task id>/: resource.pickle (.json), uploaded by
+the controller as it adds the task, then what the worker uploads as it goes
+(worker.py): task_<i>_output.pickle per result, task_<i>_error.txt per
+failure, and status.json last. When the task ends the controller reads
+status.json, one blob for the whole chunk; a chunk that failed as a whole
+(task.py does not import, retries used up) has none, and then the folder's
+listing tells which iterations had finished.
+
+--chunk auto: a first wave of one iteration per slot of the pool; the
+iteration times the first finished chunk reports size the rest
+(chunks.batch_sizes), which are then added at once. The measured time is
+journaled, so a resumed run sizes without a new first wave.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from constants import CHUNK_ERROR_PATTERN, CHUNK_STATUS_FILE
+
+from ...chunks import AUTO, batch_sizes, chunk_resource
+from ...redact import redact
+from ..base import TaskEnd, span, tail
+from .ranges import add_range, from_sorted
+
+ADD_AT_ONCE = 100  # chunk tasks per add request, the service's limit
+
+
+def is_chunk_id(task_id: str) -> bool:
+    last = task_id.rsplit("-", 1)[-1]
+    return last.startswith("c") and last[1:].isdigit()
+
+
+def expand(ranges: list) -> list:
+    return [index for first, last in ranges for index in range(first, last + 1)]
+
+
+class ChunkTasks:
+    """The chunk tasks of the backend's current job: adding them, and reading how their iterations ended."""
+
+    def __init__(self, backend, setting):
+        self.backend = backend
+        self.setting = setting  # a number of iterations per chunk, or AUTO
+        self.result_blob: dict = {}  # index -> the blob of its result, until fetched
+        self.unsized: list = []  # auto: iterations waiting for the first wave's times
+        self.first_wave: set = set()  # task ids of the first wave still running
+        self.first_wave_times: list = []  # wall seconds of first-wave tasks that reported no iteration time
+
+    @property
+    def state(self) -> dict:
+        return self.backend.state
+
+    def folder(self, task_id: str) -> str:
+        return f"{self.backend.prefix}chunks/{task_id}/"
+
+    def members(self, task_id: str) -> Optional[list]:
+        ranges = self.state.get("chunks", {}).get(task_id)
+        return expand(ranges) if ranges is not None else None
+
+    def slots(self) -> int:
+        settings = self.backend.settings
+        return max(1, (settings.dedicated_nodes + settings.spot_nodes) * settings.task_slots)
+
+    # --- adding ---------------------------------------------------------------------
+
+    def send(self, indices: list) -> None:
+        """Add chunk tasks for these iterations, in chunks of --chunk, or as auto decides."""
+        if not indices:
+            return
+        if self.setting != AUTO:
+            size = int(self.setting)
+            self.add([indices[start:start + size] for start in range(0, len(indices), size)])
+            return
+        seconds = self.state.get("iteration_seconds")
+        if seconds is None:  # the first wave: one iteration per slot, timed by the worker
+            wave, self.unsized = indices[:self.slots()], indices[self.slots():]
+            self.first_wave = set(self.add([[index] for index in wave]))
+            return
+        sizes = batch_sizes(len(indices), self.slots(), seconds)
+        groups, start = [], 0
+        for size in sizes:
+            groups.append(indices[start:start + size])
+            start += size
+        self.backend._say(f"chunks of {sizes[0]} iterations (about {seconds:.3g}s each, {self.slots()} slots)")
+        self.add(groups)
+
+    def size_the_rest(self) -> None:
+        """Auto: once the first wave has told an iteration's time (or has
+        ended without telling it), add the iterations still unsent."""
+        if not self.unsized:
+            return
+        if self.state.get("iteration_seconds") is None:
+            if self.first_wave:
+                return
+            # Every first-wave chunk failed as a whole: its tasks' wall time is the best guess there is.
+            times = self.first_wave_times or [60.0]
+            self.backend._save_state(iteration_seconds=sum(times) / len(times))
+        rest, self.unsized = self.unsized, []
+        self.send(rest)
+
+    def add(self, groups: list) -> list:
+        """Upload each chunk's resource file and add its task; returns the task ids."""
+        from . import sas
+        from .digests import record
+        from .tasks import chunk_task_definition
+
+        backend, run, store = self.backend, self.backend.run, self.backend.store
+        files = run.files
+        sas.record(self.state, sas.expiry(backend.settings.sas_hours))
+        backend._say(f"adding {len(groups)} chunk tasks ({sum(map(len, groups))} iterations) to job {backend.job_id}")
+        results_url = store.results_url()
+        ids = []
+        for start in range(0, len(groups), ADD_AT_ONCE):
+            part = groups[start:start + ADD_AT_ONCE]
+            number = self.state.get("chunk_number", 0)
+            named = [(f"{run.name}-c{number + offset + 1}", group) for offset, group in enumerate(part)]
+            store.upload_data((self.folder(task_id) + files.resource, chunk_resource(run.path, group, files))
+                              for task_id, group in named)
+            tasks = [chunk_task_definition(task_id, backend.settings, store.read_url(self.folder(task_id) + files.resource),
+                                           results_url, self.folder(task_id), backend.options.retries, files,
+                                           image=backend.task_image) for task_id, group in named]
+            backend.batch.add_tasks(backend.job_id, tasks)
+            # Journaled once added: a crash before leaves tasks no journal names,
+            # whose iterations a rerun sends again in chunks of its own.
+            chunks, added = dict(self.state.get("chunks", {})), self.state.get("added", [])
+            for task_id, group in named:
+                chunks[task_id] = from_sorted(sorted(group))
+                for first, last in chunks[task_id]:
+                    added = add_range(added, first, last)
+                self.state["images"] = record(self.state.get("images", {}), backend.task_image, group)
+            backend._save_state(chunks=chunks, added=added, chunk_number=number + len(part))
+            ids += [task_id for task_id, _ in named]
+        return ids
+
+    # --- how a chunk's iterations ended ------------------------------------------------
+
+    def ends(self, task, waiting: set) -> list:
+        """A TaskEnd for each iteration of this completed chunk task still waited for."""
+        members = self.members(task.id)
+        if members is None:
+            return []  # not a task of this job's journal (added before a crash, or another run's)
+        members = [index for index in members if index in waiting]
+        self.first_wave.discard(task.id)
+        if not members:
+            return []
+        info = task.execution_info
+        folder = self.folder(task.id)
+        store = self.backend.store
+        status = store.read(folder + CHUNK_STATUS_FILE) if info is not None and info.result == "success" else None
+        if status is not None:
+            return self._from_status(json.loads(status), members, folder, task)
+        return self._from_listing(members, folder, task)
+
+    def _from_status(self, status: dict, members: list, folder: str, task) -> list:
+        iterations = status.get("iterations", {})
+        where = status.get("node") or (task.node_info.node_id if task.node_info else "") or "node unknown"
+        ends, times = [], []
+        for index in members:
+            entry = iterations.get(str(index)) or {}
+            start, end = entry.get("start"), entry.get("end")
+            if start is not None and end is not None:
+                times.append(end - start)
+            if entry.get("ok"):
+                ends.append(self._succeeded(index, folder, [span(start, end, where, "succeeded")] if start else [],
+                                            entry.get("attempts", 1)))
+            else:
+                spans = [span(start, end, where, "failed")] if start else []
+                ends.append(self._failed(index, folder, spans, entry.get("attempts", 1), None))
+        if times and self.state.get("iteration_seconds") is None:
+            self.backend._save_state(iteration_seconds=sum(times) / len(times))
+        return ends
+
+    def _from_listing(self, members: list, folder: str, task) -> list:
+        """The chunk failed as a whole: the iterations it finished stand, the rest failed with it."""
+        from .batch import failure_text, task_spans
+
+        info = task.execution_info
+        if info is not None and info.start_time and info.end_time:
+            self.first_wave_times.append((info.end_time - info.start_time).total_seconds())
+        there = self.backend.store.names(folder)
+        output = self.backend.run.files.local_output
+        chunk_failure = (redact(self.backend.batch.stderr_tail(self.backend.job_id, task.id)), redact(failure_text(info)))
+        spans = task_spans(task)
+        ends = []
+        for index in members:
+            if output.format(index) in there:
+                ends.append(self._succeeded(index, folder, [], 1))
+            else:
+                ends.append(self._failed(index, folder, spans, (info.retry_count + 1) if info else 1,
+                                         None if CHUNK_ERROR_PATTERN.format(index) in there else chunk_failure,
+                                         exit_code=info.exit_code if info else None))
+        return ends
+
+    def _succeeded(self, index: int, folder: str, spans: list, attempts: int) -> TaskEnd:
+        self.result_blob[index] = folder + self.backend.run.files.local_output.format(index)
+        return TaskEnd(index, True, 0, attempts=attempts, spans=spans)
+
+    def _failed(self, index: int, folder: str, spans: list, attempts: int, chunk_failure: Optional[tuple],
+                exit_code: Optional[int] = 1) -> TaskEnd:
+        """chunk_failure: (stderr, Batch's account) of a chunk that failed as a whole;
+        None when the iteration raised, its traceback in the folder."""
+        if chunk_failure is None:
+            data = self.backend.store.read(folder + CHUNK_ERROR_PATTERN.format(index))
+            stderr, account = redact((data or b"").decode(errors="replace")), ""  # its traceback says it all
+        else:
+            stderr, account = chunk_failure
+        log = self.backend.run.log_path(index)
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(stderr)
+        return TaskEnd(index, False, exit_code, stderr_tail=tail(stderr), failure_info=account, attempts=attempts, spans=spans)
