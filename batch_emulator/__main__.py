@@ -70,12 +70,42 @@ def main(argv=None) -> int:
     # ends the task runs and containers (the default handler would end the
     # process at once and leave them running).
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    _watch_parent(backend)
+    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                    access_log=False, lifespan="off"))
+    server.backend = backend
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                    lifespan="off")
+        server.run()
+    except KeyboardInterrupt:   # Ctrl-C, raised again once the server stopped
+        pass
     finally:
         stop_backend(backend)
-    return 0
+    return 0 if server.started else 3   # 3: uvicorn's exit code for a server that could not start
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig, frame):
+        # Stop the runs at the signal, not after the HTTP server's graceful
+        # shutdown: a run that ends meanwhile must not be recorded as ended.
+        self.backend.stop_runs()
+        super().handle_exit(sig, frame)
+
+
+def _watch_parent(backend) -> None:
+    """A parent that tied the emulator's life to its own (PR_SET_PDEATHSIG, as
+    the kit's --emulate does) may take other processes with it, such as the
+    storage the tasks use. The kernel gives the emulator its new parent before
+    it sends any of them their signal, so from the moment the parent is gone
+    nothing more is recorded, even before the emulator's own signal is handled."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    sig = ctypes.c_int(0)
+    if ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(sig)) != 0 or not sig.value:  # PR_GET_PDEATHSIG
+        return
+    parent = os.getppid()
+    backend.parent_gone = lambda: os.getppid() != parent
 
 
 def _exit_on_signal(signum, _frame):

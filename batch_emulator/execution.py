@@ -262,8 +262,9 @@ class Runner:
 
 # --- output files -----------------------------------------------------------------
 
-def upload_output_files(spec: RunSpec, succeeded: bool) -> dict | None:
-    """Upload the output files whose condition holds; a failure body or None."""
+def upload_output_files(spec: RunSpec, succeeded: bool, handle: RunHandle | None = None) -> dict | None:
+    """Upload the output files whose condition holds; a failure body or None.
+    With a handle, a cancelled run stops uploading (see _Transport)."""
     wanted = "tasksuccess" if succeeded else "taskfailure"
     log = []
     for of in spec.output_files:
@@ -273,7 +274,7 @@ def upload_output_files(spec: RunSpec, succeeded: bool) -> dict | None:
         pattern = of["filePattern"]
         try:
             for local, blob_name in _matches(spec.wd, pattern, dest.get("path")):
-                _upload(dest["containerUrl"], blob_name, local)
+                _upload(dest["containerUrl"], blob_name, local, handle)
                 log.append(f"uploaded {local} to {blob_name}")
         except Exception as e:
             message = (f"Uploading {pattern!r} to {_redact(dest['containerUrl'])} failed: "
@@ -311,8 +312,23 @@ def _matches(wd: Path, pattern: str, path: str | None):
         yield local, f"{path.rstrip('/')}/{rel}" if path else rel
 
 
-def _upload(container_url: str, blob_name: str, local: Path) -> None:
+def _upload(container_url: str, blob_name: str, local: Path, handle: RunHandle | None = None) -> None:
     from azure.storage.blob import ContainerClient
 
-    with ContainerClient.from_container_url(container_url) as container, open(local, "rb") as data:
+    options = {"transport": _transport(handle)} if handle is not None else {}
+    with ContainerClient.from_container_url(container_url, **options) as container, open(local, "rb") as data:
         container.upload_blob(blob_name, data, overwrite=True)
+
+
+def _transport(handle: RunHandle):
+    """The storage SDK's transport, its pauses between retries cut short when
+    the run is cancelled: storage that is gone is otherwise retried for about
+    a minute, and a stopping emulator would wait that long."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class Transport(RequestsTransport):
+        def sleep(self, duration):
+            if not handle.pause(duration):
+                raise RuntimeError(f"the run was cancelled ({handle.reason})")
+
+    return Transport()

@@ -65,16 +65,29 @@ class BatchBackend(PoolsMixin, JobsMixin, JobPrepMixin, TasksMixin, SchedulingMi
         self.clock = Clock()
         self._seq = itertools.count(1)
         self._closed = False
+        # Set by __main__ when a parent tied the emulator's life to its own.
+        self.parent_gone = lambda: False
 
     # -- lifecycle --
 
-    def close(self) -> None:
+    def stop_runs(self) -> None:
+        """Stopping: from now on no run starts and no run's end is recorded.
+        A run cut short by the stop (or by storage stopping beside the
+        emulator) did not end: it is `active` again on restart (persistence.py)."""
         with self.lock:
             self._closed = True
+            for pool in self.pools.values():
+                for node in pool.nodes.values():
+                    for handle in list(node.runs.values()):
+                        handle.cancel("shutdown")
+
+    def stopping(self) -> bool:
+        return self._closed or self.parent_gone()
+
+    def close(self) -> None:
+        self.stop_runs()
+        with self.lock:
             nodes = [n for p in self.pools.values() for n in p.nodes.values()]
-            for node in nodes:
-                for handle in list(node.runs.values()):
-                    handle.cancel("shutdown")
         self.clock.stop()
         for node in nodes:
             node.executor.shutdown(wait=True, cancel_futures=True)

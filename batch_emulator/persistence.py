@@ -14,7 +14,9 @@ On start the file is read back. What lived only in memory comes back as
 after a restart of every node: nodes are allocated again, and tasks that
 were ``preparing`` or ``running`` go back to ``active`` (requeued, as a node
 reboot does: requeueCount up) to run again. Pools and jobs that were being
-deleted are gone; jobs that were terminating are completed.
+deleted are gone; jobs that were terminating are completed. A run that ends
+once the emulator is stopping is not recorded (models.stop_runs), so the
+tasks it stopped are saved as running, never as completed.
 
 Secrets are not written: registry passwords in pool and task specs are left
 out (a restored pool pulls without them). The entities are read and rebuilt

@@ -124,6 +124,7 @@ class EmulatorHandle:
     def stop(self) -> None:
         if self._thread is None:
             return
+        self.backend.stop_runs()   # as the program does at its signal (__main__._Server)
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._thread = None

@@ -25,7 +25,7 @@ class SchedulingMixin:
 
     def _schedule(self, pool: Pool) -> None:
         """Put queued tasks of the pool's jobs on free slots."""
-        if self._closed or pool.state != "active":
+        if self.stopping() or pool.state != "active":
             return
         free = [n for n in pool.nodes.values() if n.schedulable and n.free > 0]
         if not free:
@@ -129,7 +129,10 @@ class SchedulingMixin:
                     handle.cancel("preempt")
                     outcome.cancelled = "preempt"
                 if outcome.cancelled is None and outcome.failure is None:
-                    upload_failure = execution.upload_output_files(spec, outcome.exit_code == 0)
+                    upload_failure = execution.upload_output_files(spec, outcome.exit_code == 0, handle)
+                    if upload_failure is not None and handle.reason is not None:
+                        # The upload was cut short by the cancel (_transport): not the task's failure.
+                        outcome.cancelled = handle.reason
         except Exception as e:  # a bug or a full disk: the task fails, the node lives
             outcome = execution.Outcome(failure=execution.failure(
                 "TaskExecutionError", f"{type(e).__name__}: {e}", category="servererror"))
@@ -151,6 +154,10 @@ class SchedulingMixin:
             self._node_lifetime(node, removed=now_us())
             node.executor.shutdown(wait=False)
             self._update_allocation(node.pool)
+        if self.stopping():
+            # In flight when the emulator stopped, however the run ended (its
+            # storage may have stopped first): not ended, `active` on restart.
+            return
         reason = outcome.cancelled
         if reason == "preempt":
             self.stats.fault("preempt")
