@@ -61,17 +61,19 @@ class AzureBackend(Backend):
         from .batch import BatchService
         from .storage import BlobStore
 
-        other_worker = self.task_command(IMAGE_HOME) is not None  # before --emulate may name the host's worker.py
+        other_worker = self.task_command(IMAGE_HOME) is not None
         self.chunk = chunks.resolve(getattr(self.options, "chunk", None), other_worker, getattr(self.options, "task_timeout", None))
         self.config_by_node = not other_worker  # the job preparation task fetches it; worker.py looks there
+        if getattr(self.options, "task_command", None) is not None:
+            command = self.options.task_command
+        elif getattr(self.options, "tasks_on_host", False):
+            # --emulate without a Docker engine: the kit's own files, run by this Python on this machine
+            command = shlex.join(self.task_command(str(self.kit_dir)) or [sys.executable, str(self.kit_dir / "worker.py")])
+        else:  # worker.py, or task.py's WORKER, in the image
+            command = shlex.join(self.task_command(IMAGE_HOME) or shlex.split(TASK_COMMAND_LINE))
         # Under --emulate the emulated account's variables stand in for os.environ (superbatch/emulate.py).
         environ = getattr(self.options, "environ", None) or os.environ
-        if getattr(self.options, "task_command", None) is None and getattr(self.options, "tasks_on_host", False):
-            # --emulate without a Docker engine: the kit's own files, run by this Python on this machine
-            self.options.task_command = shlex.join(self.task_command(str(self.kit_dir)) or [sys.executable, str(self.kit_dir / "worker.py")])
-        if getattr(self.options, "task_command", None) is None:  # worker.py, or task.py's WORKER, in the image
-            self.options.task_command = shlex.join(self.task_command(IMAGE_HOME) or shlex.split(TASK_COMMAND_LINE))
-        self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name, environ)
+        self.settings = settings_module.AzureSettings.from_environment(self.options, self.run.name, environ, task_command=command)
         self.store = BlobStore(self.settings)
         self.batch = BatchService(self.settings)
         self.pool_exists = self.batch.check()

@@ -84,7 +84,8 @@ class AzureSettings:
         return self.batch_key is None
 
     @classmethod
-    def from_environment(cls, options: argparse.Namespace, run_name: str, environ: Mapping[str, str] = os.environ) -> "AzureSettings":
+    def from_environment(cls, options: argparse.Namespace, run_name: str, environ: Mapping[str, str] = os.environ,
+                         task_command: Optional[str] = None) -> "AzureSettings":
         def get(name: str) -> Optional[str]:
             value = environ.get(name, "").strip()
             return value or None
@@ -135,7 +136,8 @@ class AzureSettings:
                 f"--sas-hours {options.sas_hours:g} is over {USER_DELEGATION_HOURS} (7 days), the longest a user delegation key "
                 "lasts: with Microsoft Entra ID (no STORAGE_ACCOUNT_KEY) the SAS URLs can live at most that long; "
                 f"use --sas-hours {USER_DELEGATION_HOURS} or less, or give the storage account key")
-        task_command = TASK_COMMAND_LINE if getattr(options, "task_command", None) is None else options.task_command
+        if task_command is None:  # the backend's choice, else --task-command, else worker.py in the image
+            task_command = TASK_COMMAND_LINE if getattr(options, "task_command", None) is None else options.task_command
         if not task_command.strip():
             raise SuperbatchError("--task-command is empty")
         if not options.image.strip():
