@@ -258,3 +258,27 @@ def test_runs_whose_names_differ_only_in_case_never_collide(kit, cloud):
     assert len(jobs) == 2 and len({job.lower() for job in jobs}) == 2, jobs
     containers = [c.name for c in cloud.azurite.blob_service().list_containers() if c.name.startswith("superbatch-sweep")]
     assert len(containers) == 1 and containers[0] != "superbatch-sweep", containers  # Sweep's is left, sweep's deleted
+
+
+def test_nodes_that_cannot_fetch_the_config_stop_the_run_with_the_preparation_line(kit, azurite):
+    """worker.py's runs fetch the config once per node through the job's
+    preparation task; when no node can (here every GET of the config blob
+    fails at the storage proxy), the nodes stay idle and the tasks would wait
+    forever. No --task-command: the kit's own worker.py path, whose tasks never start."""
+    from tests.azure.conftest import cloud_factory
+
+    def config_only(method: str, url: str) -> bool:
+        return method == "GET" and url.split("?")[0].endswith("/config.pickle")
+
+    with cloud_factory(azurite, may_fail=config_only) as make:
+        cloud = make(blob_failure_rate=1.0)
+        kit.write_task(TASK)
+        done = kit.run("--backend", "azure", "--run", "prep", "--poll-interval", "0.2", "--fixed-pool", env=cloud.env, timeout=240)
+        line = error_line(done)
+        assert line.startswith("error: job 'superbatch-prep' cannot run: its preparation task, which brings the shared config "
+                               "to each node, failed on 1 node (BlobDownloadMiscError: "), line
+        assert line.endswith("; the job is ended. Left on Azure: pool 'superbatch' (its nodes billed while they exist) and blob "
+                             "container 'superbatch-prep' (the run's inputs); remove with: python controller.py --run prep "
+                             "--backend azure --pool-id superbatch --cancel --delete-pool --delete-container"), line
+        assert cloud.blobs.count("GET", "/config.pickle") == 0  # every read of it failed
+        cleaned_up_by_the_named_command(kit, cloud, line, "prep")

@@ -303,6 +303,7 @@ class AzureBackend(Backend):
         polls = 0
         pool_watch = watchdog.Watchdog(self.batch, self.settings, self.run.name, self.job_id, self.options, self._say)
         pool_watch.takes_over = self.watch.takes_over if self.watch else None
+        pool_watch.has_preparation = self.config_by_node
         while waiting:
             polled = time.monotonic()
             if polls % NODE_SAMPLE_EVERY == 0:

@@ -1,5 +1,6 @@
 """Azure Batch: the pool, the run's job, its tasks, and following them cheaply."""
 
+import itertools
 import time
 from datetime import datetime, timedelta
 from typing import Iterator, Optional
@@ -182,6 +183,10 @@ class BatchService:
             self.client.delete_task(job_id, task_id)
         except ResourceNotFoundError:
             pass
+
+    def preparation_status(self, job_id: str) -> list:
+        """The job preparation task's status on each node that ran it (its first page)."""
+        return list(itertools.islice(self.client.list_job_preparation_and_release_task_status(job_id, max_results=100), 100))
 
     def task_counts(self, job_id: str) -> models.BatchTaskCounts:
         return self.client.get_job_task_counts(job_id).task_counts

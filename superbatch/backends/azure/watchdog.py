@@ -3,7 +3,9 @@
 A job on a pool that never gets nodes is accepted and its tasks wait
 forever: the account's core quota is reached, Azure cannot allocate the VMs,
 the nodes cannot pull the image (they go `unusable`, and are still billed),
-or their start task fails. While tasks are active and none runs, each poll
+or their start task fails; or the nodes are idle but the job's preparation
+task, which brings the shared config to each node, failed there (a node
+runs no task of a job whose preparation task failed on it). While tasks are active and none runs, each poll
 makes at most one extra request, reading the pool (allocation state, nodes
 current vs target, resizeErrors) or, once it has nodes, their states (the
 first page of list_nodes with $select: list_pool_node_counts covers the
@@ -59,6 +61,8 @@ class Watchdog:
         self.phase = ""
         self.takes_over = None  # pool -> whether someone else acts on its resize errors
         self.node_phase = ""  # the nodes' states at the latest node read, e.g. "2 starting"
+        self.has_preparation = False  # the job has a preparation task (the config, fetched once per node)
+        self.idle_reads = 0  # node reads in a row that found idle nodes while tasks waited
 
     def poll(self, active: int, running: int) -> str:
         """Called after each poll of the task counts. Returns what the tasks wait
@@ -66,6 +70,7 @@ class Watchdog:
         pool cannot get a usable node."""
         if running or not active:
             self.started = None  # no request while tasks run
+            self.idle_reads = 0
             return ""
         if self.started is None:
             self.started = time.monotonic()
@@ -101,6 +106,11 @@ class Watchdog:
         states = [_value(node.state) for node in nodes]
         if any(state in USABLE for state in states):
             self.phase = self.node_phase = "nodes ready"
+            # Idle nodes and waiting tasks, twice in a row (not a scheduling moment):
+            # the job's preparation task may have failed on every node.
+            self.idle_reads = self.idle_reads + 1 if "idle" in states else 0
+            if self.has_preparation and self.idle_reads >= 2:
+                self._check_preparation()
             return
         counted = {}
         for state in states:
@@ -110,6 +120,21 @@ class Watchdog:
         if steady and not any(state in COMING for state in states) and any(state in BROKEN for state in states):
             broken = [node for node in nodes if _value(node.state) in BROKEN]
             self._stop(node_cause(broken, self.settings.image), nodes=len(nodes))
+
+    def _check_preparation(self) -> None:
+        statuses = self.batch.preparation_status(self.job_id)
+        infos = [status.job_preparation_task_execution_info for status in statuses]
+        failed = [info for info in infos if info is not None and _value(info.state) == "completed" and _value(info.result) == "failure"]
+        if not failed or len(failed) < len(infos):
+            return  # some node prepared, or is still preparing
+        failure = failed[0].failure_info
+        cause = f"{failure.code}: {_first_line(failure.message)}" if failure is not None else f"exit code {failed[0].exit_code}"
+        self.batch.terminate_job(self.job_id, "superbatch: the job preparation task failed")
+        raise SuperbatchError(
+            f"job {self.job_id!r} cannot run: its preparation task, which brings the shared config to each node, failed on "
+            f"{len(failed)} node{'s' if len(failed) != 1 else ''} ({cause}); check that the run's blob container still holds "
+            f"its config and that the storage account lets the nodes read it, then rerun; the job is ended. "
+            f"{leftovers(self.settings, self.run_name, self.options, None)}")
 
     @staticmethod
     def _node_count(pool) -> int:
