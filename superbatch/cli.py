@@ -91,7 +91,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=positive_int, metavar="N", default=os.cpu_count(), help="tasks run at once by the local and docker backends (default: the number of CPUs, %(default)s here)")
     parser.add_argument("--retries", type=non_negative_int, metavar="N", default=0, help="times a failed task is tried again (default: 0)")
     parser.add_argument("--chunk", type=chunk_setting, metavar="N|auto", help="iterations per task: a number, or auto (sized from measured durations); "
-                        "each iteration keeps its own result, failure and resume (default: auto on the local backend with worker.py, else 1)")
+                        "each iteration keeps its own result, failure and resume (default: auto with worker.py and no --task-timeout, else 1)")
     parser.add_argument("--task-timeout", type=duration, metavar="DURATION", help="stop a task that runs longer than this (90s, 15m, 2h; a bare number is seconds) and report it as timed out (default: no limit)")
     parser.add_argument("--allow-failures", action="store_true", help="aggregate the results of the tasks that succeeded instead of failing the run")
     parser.add_argument("--restage", action="store_true", help="accept a task.py whose inputs differ from the run's staged ones: stage them again and rerun the tasks they change")
