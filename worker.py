@@ -92,12 +92,14 @@ def run_task(workdir=".", on_iteration=None):
         if output in there:
             status[index] = {"ok": True, "earlier": True}
             continue
+        tries = []  # [start, end] of each attempt
         for attempt in range(1, retries + 2):
             start = time.time()
             succeeded, errors = _iteration(task, global_config, item, dump, os.path.join(workdir, output))
+            tries.append([start, time.time()])
             if succeeded or attempt > retries:
                 break
-        status[index] = {"ok": succeeded, "start": start, "end": time.time(), "attempts": attempt}
+        status[index] = {"ok": succeeded, "tries": tries}
         if not succeeded:
             with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
                 file.write(errors)

@@ -171,3 +171,39 @@ def test_preemption_of_a_chunks_node_loses_no_finished_iteration(kit, make_cloud
     # A preemption loses at most the iteration it interrupted: only those run twice.
     repeated = sum(count - 1 for count in runs.values())
     assert repeated <= preemptions, (runs, preemptions)
+
+
+FLAKY = """
+import os
+
+def global_config():
+    return {"offset": 1}
+
+def parameters():
+    return list(range(10))
+
+def task(config, p):
+    root = os.environ.get("AZ_BATCH_NODE_ROOT_DIR")  # unset in the pre-flight run
+    if root and p % 3 == 0 and not os.path.exists(os.path.join(root, f"tried-{p}")):
+        open(os.path.join(root, f"tried-{p}"), "w").close()
+        raise RuntimeError(f"iteration {p} fails on its first attempt")
+    return p + config["offset"]
+
+def aggregate(results):
+    return sum(results)
+"""
+
+
+def test_retries_retry_a_failed_iteration_alone_inside_its_chunk(kit, make_cloud, batch, docker_client, tmp_path):
+    cloud = make_cloud(docker="on")
+    kit.write_task(FLAKY)
+    summary = tmp_path / "summary.json"
+    done = batch(cloud, "flaky", "--chunk", "5", "--retries", "1", "--summary-json", summary, build=True)
+    assert done.returncode == 0, done.stderr
+    assert last_line(done.stdout) == plain_loop(kit.path)
+    tried = sorted(int(path.name.split("-")[1]) for path in cloud.emulator.workdir.glob("pools/*/*/tried-*"))
+    assert tried == [0, 3, 6, 9]  # each failed once, then succeeded in the same chunk task
+    facts = json.loads(summary.read_text())["facts"]
+    assert {fact["index"]: [attempt["outcome"] for attempt in fact["attempts"]] for fact in facts} == {
+        index: ["retried", "succeeded"] if index % 3 == 0 else ["succeeded"] for index in range(10)}
+    assert all(task.execution_info.retry_count == 0 for task in cloud.job_tasks("superbatch-flaky"))  # the chunks were not retried whole

@@ -162,15 +162,16 @@ class ChunkTasks:
         ends, times = [], []
         for index in members:
             entry = iterations.get(str(index)) or {}
-            start, end = entry.get("start"), entry.get("end")
-            if start is not None and end is not None:
-                times.append(end - start)
+            tries = entry.get("tries") or []  # none for an iteration a preempted attempt had finished
+            if tries:
+                times.append(tries[-1][1] - tries[-1][0])
+            outcome = "succeeded" if entry.get("ok") else "failed"
+            spans = [span(start, end, where, "retried") for start, end in tries[:-1]]
+            spans += [span(start, end, where, outcome) for start, end in tries[-1:]]
             if entry.get("ok"):
-                ends.append(self._succeeded(index, folder, [span(start, end, where, "succeeded")] if start else [],
-                                            entry.get("attempts", 1)))
+                ends.append(self._succeeded(index, folder, spans, max(1, len(tries))))
             else:
-                spans = [span(start, end, where, "failed")] if start else []
-                ends.append(self._failed(index, folder, spans, entry.get("attempts", 1), None))
+                ends.append(self._failed(index, folder, spans, max(1, len(tries)), None))
         if times and self.state.get("iteration_seconds") is None:
             self.backend._save_state(iteration_seconds=sum(times) / len(times))
         return ends
