@@ -207,3 +207,30 @@ def test_retries_retry_a_failed_iteration_alone_inside_its_chunk(kit, make_cloud
     assert {fact["index"]: [attempt["outcome"] for attempt in fact["attempts"]] for fact in facts} == {
         index: ["retried", "succeeded"] if index % 3 == 0 else ["succeeded"] for index in range(10)}
     assert all(task.execution_info.retry_count == 0 for task in cloud.job_tasks("superbatch-flaky"))  # the chunks were not retried whole
+
+
+def test_a_resumed_run_whose_sas_nears_expiry_moves_to_a_new_job_with_a_fresh_preparation_task(kit, make_cloud, batch, docker_client):
+    """The job's preparation task carries the config's SAS URL for the job's
+    life: a node that joins after it expired could not fetch the config. So a
+    rerun past that point starts a new job (fresh URLs everywhere) instead of
+    reattaching. Nodes here take 50 s to start, longer than the 36 s SAS."""
+    cloud = make_cloud(docker="on", node_startup_delay=50)
+    kit.write_task(task_source(6))
+    flags = ["--chunk", "3", "--sas-hours", "0.01"]
+    first = subprocess.Popen(kit.command(*batch.flags("expiring", *flags, build=True)), cwd=kit.path,
+                             env={**os.environ, **batch.env(cloud)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(journal_chunks(kit, "expiring") if (kit.run_dir("expiring") / "run.json").exists() else {}) < 2:
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)  # its job waits for nodes, with URLs that expire in 36 s
+    first.wait()
+    expires = json.loads((kit.run_dir("expiring") / "run.json").read_text())["backends"]["azure"]["sas_expires"]
+    from datetime import datetime, timezone
+    time.sleep(max(0.0, (datetime.fromisoformat(expires) - datetime.now(timezone.utc)).total_seconds()) + 2)
+
+    again = batch(cloud, "expiring", *flags)
+    assert again.returncode == 0, again.stderr
+    assert "creating job superbatch-expiring__2 (the tasks without an output; superbatch-expiring is ended)" in again.stderr
+    assert last_line(again.stdout) == plain_loop(kit.path)
+    assert runs_of_each(cloud) == {index: 1 for index in range(6)}
