@@ -80,6 +80,22 @@ def _docker_answers() -> bool:
         return False
 
 
+def _run_port(record: Path) -> int:
+    """The port of the run's storage, the same in every session when it is
+    free: the SAS URLs of tasks and of the job preparation task, fixed when
+    they were added, name it (a real account's endpoint never moves)."""
+    try:
+        port = int(record.read_text())
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Azurite binds it: a port in TIME_WAIT is free
+            probe.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError):
+        port = _free_port()
+        record.write_text(str(port))
+        return port
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,10 +189,14 @@ def emulated_account(run_folder: Path, options, kit_dir: Path):
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCH_", "STORAGE_", "REGISTRY_"))}
     children = []
     try:
-        blob_port = _free_port()
+        blob_port = _run_port(folder / "storage-port")
         children.append(_Child("storage (Azurite)", [
             azurite, "--blobHost", "127.0.0.1", "--blobPort", str(blob_port), "--location", str(folder / "azurite"),
             "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry"], folder / "azurite.log", child_env))
+        deadline = time.monotonic() + START_TIMEOUT
+        # Storage answers before the Batch account starts: an account restored
+        # from its state file runs its waiting tasks (and their downloads) at once.
+        children[0].wait_for(blob_port, deadline)
         batch_port = _free_port()
         children.append(_Child("Batch account", [
             sys.executable, "-m", "batch_emulator", "--host", "127.0.0.1", "--port", str(batch_port),
@@ -184,9 +204,7 @@ def emulated_account(run_folder: Path, options, kit_dir: Path):
             "--workdir", str(folder / "batch"), "--state-file", str(folder / "batch-state.json"), *flags],
             folder / "batch-emulator.log",
             {**child_env, "BATCH_EMULATOR_KEY": key, "PYTHONPATH": os.pathsep.join(filter(None, [str(kit_dir), child_env.get("PYTHONPATH")]))}))
-        deadline = time.monotonic() + START_TIMEOUT
-        children[1].wait_for(batch_port, deadline)  # first: a bad option is the likeliest failure
-        children[0].wait_for(blob_port, deadline)
+        children[1].wait_for(batch_port, deadline)
         say(f"emulated account: Batch on 127.0.0.1:{batch_port}, storage on 127.0.0.1:{blob_port}, data in {folder}", options.quiet)
         yield {
             "BATCH_ACCOUNT_NAME": ACCOUNT,

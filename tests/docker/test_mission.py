@@ -3,6 +3,8 @@ registry that needs a login, then `--backend azure` on Azurite and the Batch
 emulator, which pulls the image from that registry with the pool's
 credentials and runs every task in it. Same aggregate as the plain loop."""
 
+import json
+
 import pytest
 
 from tests.azure.conftest import azurite, make_cloud  # noqa: F401  (fixtures)
@@ -33,7 +35,10 @@ def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, containe
 
     docker_client.images.get(image)  # pulled back from the registry
     tasks = cloud.job_tasks("superbatch-mission")
-    assert len(tasks) == 16
+    # worker.py's default, chunks: a first wave of one iteration per slot, then the other 15 in one task
+    chunks = json.loads((kit.run_dir("mission") / "run.json").read_text())["backends"]["azure"]["chunks"]
+    assert sorted(sum(last - first + 1 for first, last in ranges) for ranges in chunks.values()) == [1, 15]
+    assert sorted(task.id for task in tasks) == sorted(chunks)
     assert all(task.execution_info.container_info and task.execution_info.container_info.container_id for task in tasks)
     pool = cloud.emulator.client().get_pool("superbatch")
     [reference] = pool.virtual_machine_configuration.container_configuration.container_registries
