@@ -35,7 +35,8 @@ from .errors import SuperbatchError, UsageError
 from .progress import say
 
 # The emulator's options that --emulate passes on, as its command line names them.
-OPTIONS = ("quota", "faults", "allocation", "delete-delay", "counts-lag", "node-startup-delay", "preempt-recovery", "autoscale-interval")
+OPTIONS = ("quota", "faults", "allocation", "delete-delay", "counts-lag", "node-startup-delay", "preempt-recovery", "autoscale-interval",
+           "task-overhead")
 ACCOUNT = "emulated"
 # Azurite's published development account (in every storage SDK's docs).
 AZURITE_ACCOUNT = "devstoreaccount1"
