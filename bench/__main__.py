@@ -12,6 +12,10 @@ Every figure is a ratio or a count measured in this one run, on this machine:
   elastic pools      bench/elastic.py, on Azurite and the emulator: idle
                      node-minutes after the last task, elastic vs fixed pool,
                      and tasks added to the first node idle (about 40 s)
+  chunks (issue 16)  bench/chunks.py: B1-B5, --chunk auto vs --chunk 1 with a
+                     modelled fixed cost per task, config reads per node, a
+                     100,000-iteration run (about 10 minutes; alone:
+                     `python -m bench chunks`, written to bench/results/chunks.md)
   worker image       bench/docker.py, through the Docker engine: image size,
                      first build, rebuilds, one container's cost (skipped,
                      with the reason printed, where there is no engine)
@@ -22,6 +26,7 @@ median over rounds with its min–max range.
 The table is printed (markdown) and written to bench/results/latest.md.
 
     python -m bench [--quick] [--rounds N]
+    python -m bench chunks [--rounds N]
 
 --quick uses smaller sizes (a try-out, not the README's figures).
 """
@@ -37,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import azure, docker, elastic, local
+from bench import azure, chunks, docker, elastic, local
 from bench.stats import Spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -75,6 +80,9 @@ def row(figure: str, value: str, goal: str, met) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["chunks"]:  # the chunks figures alone
+        chunks.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one round: a try-out, not the real figures")
     parser.add_argument("--rounds", type=int, help="rounds of each comparison and timing (default: 5, 2 with --quick)")
@@ -115,6 +123,8 @@ def main() -> None:
             say(f"  {runs[count].wall:.0f} s, {runs[count].request_total} Batch requests, peak RSS {runs[count].peak_rss_mb:.0f} MB")
     say("elastic vs fixed pool: idle node-minutes after the last task, tasks added to the first node idle ...")
     pools = elastic.measure(say=say)
+    say("chunks (issue 16): B1-B5 ...")
+    chunk_figures = chunks.measure(say=say)
     say(f"the worker image: size, first build, rebuilds, containers, {rounds} rounds ...")
     image = docker.measure(rounds, say=say)
     if isinstance(image, str):
@@ -146,6 +156,7 @@ def main() -> None:
         row("controller peak RSS", f"{rss[small]} at {small:,} tasks, {rss[large]} at {large:,}", "—", None),
         row(f"controller peak RSS growth, {small:,} → {large:,} tasks", "not measured" if growth is None else f"{growth:+.0f} MB", "≤ 50 MB", None if growth is None else growth <= 50),
         *elastic.rows(pools, row),
+        *chunks.rows(chunk_figures, row),
         *image_rows(image),
         "",
         "What each figure is:",
@@ -159,6 +170,7 @@ def main() -> None:
         f"- latency: the aggregate line's arrival on the controller's stdout minus the latest `executionInfo.endTime` of the job's tasks (the emulator's clock, this machine's). One run.",
         f"- memory: `ru_maxrss` of the controller process (RUSAGE_CHILDREN of a fresh parent per run) over whole CLI runs of {small:,} and {large:,} cheap tasks against fresh Azurite and emulator each; one run each, wall times {', '.join(f'{n:,}: {r.wall:.0f} s' for n, r in sorted(runs.items()))}.",
         elastic.note(),
+        *chunks.notes(chunk_figures),
         image_note(image),
     ]
     text = "\n".join(lines) + "\n"
