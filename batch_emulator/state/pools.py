@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import exceptions as exc
 from .. import schemas
 from ..containers import ImageCache
+from .jobprep import PrepRun
 from .common import DEFAULT_RESIZE_TIMEOUT, DEFAULT_USER_IDENTITY, iso, new_etag, now_us
 
 
@@ -336,12 +337,15 @@ class PoolsMixin:
             body["nodeAgentInfo"] = {"version": "emulator", "lastUpdateTime": iso(node.boot_time)}
         if node.errors:
             body["errors"] = node.errors
-        if node.runs:
+        # recentTasks names the job's tasks; a job preparation task that runs
+        # there (state/jobprep.py) is not one of them.
+        tasks = [t for t in list(node.runs) if not isinstance(t, PrepRun)]
+        if tasks:
             body["recentTasks"] = [{
                 "taskUrl": f"{self.base_url}/jobs/{t.job.id}/tasks/{t.id}",
                 "jobId": t.job.id, "taskId": t.id, "taskState": t.state,
                 "executionInfo": self._execution_info(t),
-            } for t in list(node.runs)]
+            } for t in tasks]
         return body
 
 

@@ -166,3 +166,18 @@ def test_task_overhead_is_added_to_each_task_run():
             info = t.execution_info
             assert info.result == "success"
             assert (info.end_time - info.start_time).total_seconds() >= overhead, t.id
+
+
+def test_nodes_list_while_a_prep_task_runs_there(client, tmp_path, config_url):
+    """A node busy with the job preparation task lists like any other: its
+    recentTasks name only the job's tasks (the prep task is not one)."""
+    url, _ = config_url
+    runs = tmp_path / "runs.txt"
+    pool_id = steady_pool(client, dedicated=1, slots=1, prefix="preplist")
+    job_id = make_job(client, pool_id, job_preparation_task=prep_task(url, runs, code="time.sleep(1.5)"))
+    add_tasks(client, job_id, 1)
+    wait_for(lambda: runs.exists(), what="the prep task to start")
+    nodes = list(client.list_nodes(pool_id))   # answered 500 while the prep task ran, before
+    assert [node.state for node in nodes] == ["running"]
+    assert not nodes[0].recent_tasks
+    wait_job_done(client, job_id)
