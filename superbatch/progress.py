@@ -68,9 +68,14 @@ class Progress:
         if self.states is not None and self.states.waiting_for:
             parts.append(self.states.waiting_for)
         elif self.states is not None:
-            parts.append(f"pending {self.states.pending}, running {self.states.running}")
+            parts.append(self._counts())
         parts.append(f"failed {self.failed}")
         self.bar.set_postfix_str(", ".join(parts), refresh=False)
+
+    def _counts(self) -> str:
+        """Running and pending tasks; named when they are chunk tasks, which done/total does not count."""
+        counts = f"{self.states.running} running, {self.states.pending} pending"
+        return counts if self.states.unit == "tasks" else f"{self.states.unit}: {counts}"
 
     def _maybe_print(self) -> None:
         if not self.quiet and time.monotonic() - self.last_line >= self.interval:
@@ -84,10 +89,10 @@ class Progress:
         line = f"[superbatch] {self.done}/{self.total} done, {self.failed} failed"
         if self.states is not None and self.states.waiting_for:
             # Nothing runs: what the tasks wait for says more than a rate of zero.
-            print(f"{line}, {self.states.pending} tasks {self.states.waiting_for}", file=self.stream, flush=True)
+            print(f"{line}, {self.states.pending} {self.states.unit} {self.states.waiting_for}", file=self.stream, flush=True)
             return
         if self.states is not None:
-            line += f", {self.states.running} running, {self.states.pending} pending"
+            line += ", " + self._counts()
         line += f", {rate:.1f} tasks/s"
         if rate > 0 and ended < self.total:
             line += f", about {format_seconds((self.total - ended) / rate)} left"

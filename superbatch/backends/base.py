@@ -52,6 +52,7 @@ class TaskStates:
     pending: int = 0
     running: int = 0
     waiting_for: str = ""  # what pending tasks wait for, e.g. "waiting for nodes: 0 of 2 dedicated, allocating, 3m12s"
+    unit: str = "tasks"  # what the two counts count: "chunk tasks" where a task carries several iterations
 
 
 class Backend(ABC):

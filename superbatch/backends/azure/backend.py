@@ -313,7 +313,8 @@ class AzureBackend(Backend):
             if self.watch:
                 self.watch.tick(counts.active)  # before the watchdog: an elastic pool may fall back to dedicated nodes
             waiting_for = pool_watch.poll(counts.active, counts.running)  # may stop the run with a diagnosis
-            self.counts = TaskStates(pending=counts.active, running=counts.running, waiting_for=waiting_for)
+            self.counts = TaskStates(pending=counts.active, running=counts.running, waiting_for=waiting_for,
+                                     unit="tasks" if self.chunk == 1 else "chunk tasks")
             if counts.completed != self.completed_seen:  # else nothing new to list
                 self.completed_seen = counts.completed
                 newest = None
