@@ -22,11 +22,14 @@ preparation task, so the worker looks for it in AZ_BATCH_JOB_PREP_WORKING_DIR
 when the working directory has none. A chunk there also gets, in its
 environment, a blob folder for its files (SUPERBATCH_RESULTS_URL, a container
 URL whose SAS can only list, create and write, and SUPERBATCH_RESULTS_PREFIX):
-each result or traceback is uploaded the moment it is written, so a node that
-is preempted loses only the iteration it was running; a chunk that starts
-again skips the iterations whose results are already there; and status.json,
-written last, tells the controller how each iteration went and how long it
-took. SUPERBATCH_RETRIES tries a failing iteration again, alone.
+the files of finished iterations (results and tracebacks) go there at least
+once a second, in zip archives named by the positions in the chunk they
+cover (part-<first>-<end>.zip), and an iteration of a second or more goes
+alone as soon as it ends: a node that is preempted loses the iteration it
+was running and at most a second of finished ones. A chunk that starts again
+skips the positions its parts already cover, and status.json, written last,
+tells the controller how each iteration went, when, and in which part.
+SUPERBATCH_RETRIES tries a failing iteration again, alone.
 """
 
 import contextlib
@@ -40,6 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ElementTree
+import zipfile
 
 import joblib
 
@@ -84,13 +88,13 @@ def run_task(workdir=".", on_iteration=None):
         write(dump, task(global_config, parameters), os.path.join(workdir, names[1]))
         return
     folder = BlobFolder.from_environment()
-    there = folder.names() if folder else set()  # results a preempted attempt of this chunk left
+    parts = Parts(folder, workdir) if folder else None
     retries = int(os.environ.get("SUPERBATCH_RETRIES", "0"))
     status = {}
-    for index, item in parameters[CHUNK_KEY]:
+    for position, (index, item) in enumerate(parameters[CHUNK_KEY]):
         output = names[2].format(index)
-        if output in there:
-            status[index] = {"ok": True, "earlier": True}
+        if parts and position in parts.earlier:  # finished by an attempt that was preempted
+            status[index] = {"earlier": True, "part": parts.earlier[position]}
             continue
         tries = []  # [start, end] of each attempt
         for attempt in range(1, retries + 2):
@@ -103,13 +107,55 @@ def run_task(workdir=".", on_iteration=None):
         if not succeeded:
             with open(os.path.join(workdir, CHUNK_ERROR_PATTERN.format(index)), "w", encoding="utf-8") as file:
                 file.write(errors)
-        if folder:  # the file leaves the node now: a preemption cannot lose it
-            name = output if succeeded else CHUNK_ERROR_PATTERN.format(index)
-            folder.upload_file(name, os.path.join(workdir, name))
+        if parts:
+            parts.add(position, output if succeeded else CHUNK_ERROR_PATTERN.format(index), status[index])
         if on_iteration:
             on_iteration(index, succeeded)
-    if folder:
+    if parts:
+        parts.flush()
         folder.upload(CHUNK_STATUS_FILE, json.dumps({"node": os.environ.get("AZ_BATCH_NODE_ID"), "iterations": status}).encode())
+
+
+class Parts:
+    """The files of a chunk's finished iterations, sent to its blob folder in
+    zip archives: at least once a second, at once for an iteration of a
+    second or more, before a part grows past PART_BYTES."""
+
+    SECONDS = 1.0
+    PART_BYTES = 64 * 2**20
+
+    def __init__(self, folder, workdir):
+        self.folder, self.workdir = folder, workdir
+        self.files, self.entries, self.size = [], [], 0
+        self.since = time.monotonic()
+        self.earlier = {}  # position -> the part that holds it, from an earlier attempt of this chunk
+        for name in folder.names():
+            if name.startswith("part-") and name.endswith(".zip"):
+                first, end = name[len("part-"):-len(".zip")].split("-")
+                self.earlier.update((position, name) for position in range(int(first), int(end)))
+
+    def add(self, position, name, entry):
+        path = os.path.join(self.workdir, name)
+        self.files.append((position, path))
+        self.entries.append(entry)
+        self.size += os.path.getsize(path)
+        if time.monotonic() - self.since >= self.SECONDS or self.size >= self.PART_BYTES:
+            self.flush()
+
+    def flush(self):
+        if self.files:
+            name = f"part-{self.files[0][0]}-{self.files[-1][0] + 1}.zip"
+            archive = os.path.join(self.workdir, name)
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as part:  # results are often compressed already
+                for _, path in self.files:
+                    part.write(path, os.path.basename(path))
+            self.folder.upload_file(name, archive)
+            for _, path in self.files:
+                os.remove(path)  # a chunk of many iterations does not fill the node's disk
+            for entry in self.entries:
+                entry["part"] = name
+        self.files, self.entries, self.size = [], [], 0
+        self.since = time.monotonic()
 
 
 def _iteration(task, global_config, item, dump, output):
@@ -154,7 +200,7 @@ class BlobFolder:
     def upload_file(self, name, path):
         with open(path, "rb") as file:
             self.upload(name, file.read())
-        os.remove(path)  # a chunk of many iterations does not fill the node's disk
+        os.remove(path)
 
     def upload(self, name, data):
         """Put Blob: the whole file in one request."""

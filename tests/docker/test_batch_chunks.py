@@ -159,8 +159,10 @@ def test_sigkill_of_the_controller_then_a_rerun_repeats_no_finished_iteration(ki
 
 
 def test_preemption_of_a_chunks_node_loses_no_finished_iteration(kit, make_cloud, batch, docker_client):
-    cloud = make_cloud(docker="on", faults="preempt=0.8,preempt_after=1.5,seed=5", preempt_recovery=0.3)
-    kit.write_task(task_source(16, sleep=0.3))
+    # Iterations of a second: the worker sends each one's result as soon as it
+    # ends (shorter ones go in parts, at least once a second).
+    cloud = make_cloud(docker="on", faults="preempt=0.8,preempt_after=2.5,seed=5", preempt_recovery=0.3)
+    kit.write_task(task_source(16, sleep=1.0))
     done = batch(cloud, "preempted", "--chunk", "8", "--dedicated-nodes", "0", "--spot-nodes", "2", build=True)
     assert done.returncode == 0, done.stderr
     assert last_line(done.stdout) == plain_loop(kit.path)

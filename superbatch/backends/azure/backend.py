@@ -384,8 +384,10 @@ class AzureBackend(Backend):
                        spans=spans, requeues=requeues)
 
     def fetch(self, index: int, destination: Path) -> None:
-        blob = self.chunks.result_blob.pop(index, None) or self.prefix + self.run.files.local_output.format(index)
-        self.store.download(blob, destination)
+        if index in self.chunks.result_blob:
+            self.chunks.fetch(index)  # its chunk's part, unpacked into the run folder
+        else:
+            self.store.download(self.prefix + self.run.files.local_output.format(index), destination)
 
     def states(self) -> Optional[TaskStates]:
         return self.counts

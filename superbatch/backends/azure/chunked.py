@@ -4,11 +4,14 @@ A chunk task's id is <run>-c<n>; the journal keeps the iterations of each
 chunk of the current job, as ranges, under "chunks". Its files live in the
 blob folder <prefix>chunks/<task id>/: resource.pickle (.json), uploaded by
 the controller as it adds the task, then what the worker uploads as it goes
-(worker.py): task_<i>_output.pickle per result, task_<i>_error.txt per
-failure, and status.json last. When the task ends the controller reads
-status.json, one blob for the whole chunk; a chunk that failed as a whole
-(task.py does not import, retries used up) has none, and then the folder's
-listing tells which iterations had finished.
+(worker.py): zip archives of finished iterations' files (task_<i>_output.pickle
+per result, task_<i>_error.txt per failure), part-<first>-<end>.zip by the
+positions in the chunk they cover, at least one a second; and status.json
+last. When the task ends the controller reads status.json, one blob for the
+whole chunk, and each part is downloaded once, when the first of its
+results is fetched, its files unpacked into the run folder. A chunk that
+failed as a whole (task.py does not import, retries used up) has no status,
+and then the parts in its folder tell which iterations had finished.
 
 --chunk auto: a first wave of one iteration per slot of the pool; the
 iteration times the first finished chunk reports size the rest
@@ -18,10 +21,14 @@ journaled, so a resumed run sizes without a new first wave.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import threading
+import zipfile
 from typing import Optional
 
-from constants import CHUNK_ERROR_PATTERN, CHUNK_STATUS_FILE
+from constants import CHUNK_STATUS_FILE
 
 from ...chunks import AUTO, batch_sizes, chunk_resource
 from ...redact import redact
@@ -50,6 +57,10 @@ class ChunkTasks:
         self.unsized: list = []  # auto: iterations waiting for the first wave's times
         self.first_wave: set = set()  # task ids of the first wave still running
         self.first_wave_times: list = []  # wall seconds of first-wave tasks that reported no iteration time
+        self.unpacked: set = set()  # parts whose files are in the run folder
+        self.errors: dict = {}  # index -> the traceback a part held for it
+        self.lock = threading.Lock()  # guards part_locks: fetch threads unpack parts, each part once
+        self.part_locks: dict = {}
 
     @property
     def state(self) -> dict:
@@ -162,55 +173,99 @@ class ChunkTasks:
         ends, times = [], []
         for index in members:
             entry = iterations.get(str(index)) or {}
-            tries = entry.get("tries") or []  # none for an iteration a preempted attempt had finished
+            part = folder + entry["part"] if entry.get("part") else None
+            tries = entry.get("tries") or []  # none for what a preempted attempt had finished
             if tries:
                 times.append(tries[-1][1] - tries[-1][0])
-            outcome = "succeeded" if entry.get("ok") else "failed"
+            if entry.get("earlier") and part:  # its outcome is in the part only
+                self.unpack(part)
+                succeeded = self.backend.run.is_home(index)
+            else:
+                succeeded = bool(entry.get("ok")) and part is not None
+            outcome = "succeeded" if succeeded else "failed"
             spans = [span(start, end, where, "retried") for start, end in tries[:-1]]
             spans += [span(start, end, where, outcome) for start, end in tries[-1:]]
-            if entry.get("ok"):
-                ends.append(self._succeeded(index, folder, spans, max(1, len(tries))))
+            if succeeded:
+                ends.append(self._succeeded(index, part, spans, max(1, len(tries))))
             else:
-                ends.append(self._failed(index, folder, spans, max(1, len(tries)), None))
+                ends.append(self._failed(index, part, spans, max(1, len(tries)), None))
         if times and self.state.get("iteration_seconds") is None:
             self.backend._save_state(iteration_seconds=sum(times) / len(times))
         return ends
 
     def _from_listing(self, members: list, folder: str, task) -> list:
-        """The chunk failed as a whole: the iterations it finished stand, the rest failed with it."""
+        """The chunk failed as a whole: the iterations its parts hold stand, the rest failed with it."""
         from .batch import failure_text, task_spans
 
         info = task.execution_info
         if info is not None and info.start_time and info.end_time:
             self.first_wave_times.append((info.end_time - info.start_time).total_seconds())
-        there = self.backend.store.names(folder)
-        output = self.backend.run.files.local_output
+        for name in self.backend.store.names(folder):
+            if name.startswith("part-") and name.endswith(".zip"):
+                self.unpack(folder + name)
         chunk_failure = (redact(self.backend.batch.stderr_tail(self.backend.job_id, task.id)), redact(failure_text(info)))
         spans = task_spans(task)
         ends = []
         for index in members:
-            if output.format(index) in there:
-                ends.append(self._succeeded(index, folder, [], 1))
+            if self.backend.run.is_home(index):
+                ends.append(TaskEnd(index, True, 0, spans=[]))
             else:
-                ends.append(self._failed(index, folder, spans, (info.retry_count + 1) if info else 1,
-                                         None if CHUNK_ERROR_PATTERN.format(index) in there else chunk_failure,
+                ends.append(self._failed(index, None, spans, (info.retry_count + 1) if info else 1,
+                                         None if index in self.errors else chunk_failure,
                                          exit_code=info.exit_code if info else None))
         return ends
 
-    def _succeeded(self, index: int, folder: str, spans: list, attempts: int) -> TaskEnd:
-        self.result_blob[index] = folder + self.backend.run.files.local_output.format(index)
+    def _succeeded(self, index: int, part: str, spans: list, attempts: int) -> TaskEnd:
+        self.result_blob[index] = part
         return TaskEnd(index, True, 0, attempts=attempts, spans=spans)
 
-    def _failed(self, index: int, folder: str, spans: list, attempts: int, chunk_failure: Optional[tuple],
+    def _failed(self, index: int, part: Optional[str], spans: list, attempts: int, chunk_failure: Optional[tuple],
                 exit_code: Optional[int] = 1) -> TaskEnd:
         """chunk_failure: (stderr, Batch's account) of a chunk that failed as a whole;
-        None when the iteration raised, its traceback in the folder."""
+        None when the iteration raised, its traceback in a part."""
         if chunk_failure is None:
-            data = self.backend.store.read(folder + CHUNK_ERROR_PATTERN.format(index))
-            stderr, account = redact((data or b"").decode(errors="replace")), ""  # its traceback says it all
+            if part:
+                self.unpack(part)
+            stderr, account = redact(self.errors.pop(index, "")), ""  # its traceback says it all
         else:
             stderr, account = chunk_failure
         log = self.backend.run.log_path(index)
         log.parent.mkdir(exist_ok=True)
         log.write_text(stderr)
         return TaskEnd(index, False, exit_code, stderr_tail=tail(stderr), failure_info=account, attempts=attempts, spans=spans)
+
+    # --- bringing results home --------------------------------------------------------
+
+    def fetch(self, index: int) -> None:
+        """Bring one iteration's result home: unpack its part, once."""
+        part = self.result_blob.pop(index, None)
+        if part is not None:
+            self.unpack(part)
+        if not self.backend.run.is_home(index):
+            raise FileNotFoundError(f"the chunk's files hold no result for it ({part or 'no part'})")
+
+    def unpack(self, part: str) -> None:
+        """Download a part and put its files where they belong: results in
+        the run folder (each whole or not at all), tracebacks aside."""
+        with self.lock:
+            part_lock = self.part_locks.setdefault(part, threading.Lock())
+        with part_lock:
+            if part in self.unpacked:
+                return
+            data = self.backend.store.read(part)
+            if data is None:
+                raise FileNotFoundError(f"{part} is not in the run's container")
+            run = self.backend.run
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for name in archive.namelist():
+                    if name.endswith(".txt"):  # CHUNK_ERROR_PATTERN
+                        self.errors[int(name.split("_")[1])] = archive.read(name).decode(errors="replace")
+                        continue
+                    destination = run.path / os.path.basename(name)
+                    if not destination.exists():
+                        partial = destination.with_name(destination.name + ".partial")
+                        partial.write_bytes(archive.read(name))
+                        os.replace(partial, destination)
+            self.unpacked.add(part)
+        with self.lock:
+            self.part_locks.pop(part, None)
