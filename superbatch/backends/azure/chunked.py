@@ -130,6 +130,9 @@ class ChunkTasks:
             part = groups[start:start + ADD_AT_ONCE]
             number = self.state.get("chunk_number", 0)
             named = [(f"{run.name}-c{number + offset + 1}", group) for offset, group in enumerate(part)]
+            # Numbers are spent before the tasks exist: after a crash in between, a
+            # rerun never gives one of these ids (and blob folders) to other iterations.
+            backend._save_state(chunk_number=number + len(part))
             store.upload_data((self.folder(task_id) + files.resource, chunk_resource(run.path, group, files))
                               for task_id, group in named)
             tasks = [chunk_task_definition(task_id, backend.settings, store.read_url(self.folder(task_id) + files.resource),
@@ -144,7 +147,7 @@ class ChunkTasks:
                 for first, last in chunks[task_id]:
                     added = add_range(added, first, last)
                 self.state["images"] = record(self.state.get("images", {}), backend.task_image, group)
-            backend._save_state(chunks=chunks, added=added, chunk_number=number + len(part))
+            backend._save_state(chunks=chunks, added=added)
             ids += [task_id for task_id, _ in named]
         return ids
 
