@@ -17,8 +17,12 @@ run: $(VENV)/.installed
 cloud: $(VENV)/.installed node_modules/.installed
 	$(PY) controller.py --backend azure --emulate $(if $(shell $(PY) -c "import docker; docker.from_env(timeout=5).ping()" 2>/dev/null && echo yes),--build $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)))
 
+# Test files run in TEST_WORKERS processes, each file whole in one of them
+# (its fixtures, servers and run names are its own).
+TEST_WORKERS ?= 3
+
 test: $(VENV)/.dev-installed node_modules/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(VENV)/.dev-installed node_modules/.installed
 	$(PY) -m bench
