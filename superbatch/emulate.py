@@ -8,7 +8,8 @@ controller.py) as child processes on free ports, their data in
 runs/<run>/emulated/, and stops them when the run ends, however it ends. Both
 are started with a parent-death signal, so even a controller killed with
 SIGKILL takes them (and the tasks and containers the emulator ends on its
-way out) with it.
+way out) with it, in the normal stop's order: Azurite runs under a guard
+(storage_guard.py) that stops it once the emulator has ended.
 
 Nothing of the user's environment is read for the account: a real account's
 variables are ignored and left as they are. Azurite's account key is its
@@ -43,6 +44,7 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 EMULATED_POLL_INTERVAL = 0.5  # seconds; a local account answers at once
 START_TIMEOUT = 60.0
+PORT_WAIT = 10.0  # seconds for the run's storage port to be free
 
 
 def parse_options(text: str) -> list:
@@ -81,20 +83,29 @@ def _docker_answers() -> bool:
         return False
 
 
-def _run_port(record: Path) -> int:
-    """The port of the run's storage, the same in every session when it is
-    free: the SAS URLs of tasks and of the job preparation task, fixed when
-    they were added, name it (a real account's endpoint never moves)."""
+def _run_port(record: Path, wait: float = PORT_WAIT) -> int:
+    """The port of the run's storage, the same in every session: the SAS URLs
+    of tasks and of the job preparation task, fixed when they were added, name
+    it (a real account's endpoint never moves). A port still held (by the last
+    session's Azurite, closing) is waited for, never swapped for another."""
     try:
         port = int(record.read_text())
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Azurite binds it: a port in TIME_WAIT is free
-            probe.bind(("127.0.0.1", port))
-        return port
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # the run's first session
         port = _free_port()
         record.write_text(str(port))
         return port
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Azurite binds it: a port in TIME_WAIT is free
+                probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise SuperbatchError(f"the run's storage port 127.0.0.1:{port} (in {record}) is still in use after {wait:.0f} s, and "
+                                      "its tasks' download links name it: stop what holds it, then run again") from None
+            time.sleep(0.2)
 
 
 def _free_port() -> int:
@@ -191,9 +202,16 @@ def emulated_account(run_folder: Path, options, kit_dir: Path):
     children = []
     try:
         blob_port = _run_port(folder / "storage-port")
+        # Azurite runs under a guard that, should the controller die, stops it
+        # only after the emulator (pid in this file) ended: storage_guard.py.
+        emulator_pid = folder / "batch-emulator.pid"
+        emulator_pid.unlink(missing_ok=True)
+        package_dir = str(Path(__file__).resolve().parent.parent)
         children.append(_Child("storage (Azurite)", [
+            sys.executable, "-m", "superbatch.storage_guard", str(emulator_pid),
             azurite, "--blobHost", "127.0.0.1", "--blobPort", str(blob_port), "--location", str(folder / "azurite"),
-            "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry"], folder / "azurite.log", child_env))
+            "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry"], folder / "azurite.log",
+            {**child_env, "PYTHONPATH": os.pathsep.join(filter(None, [package_dir, child_env.get("PYTHONPATH")]))}))
         deadline = time.monotonic() + START_TIMEOUT
         # Storage answers before the Batch account starts: an account restored
         # from its state file runs its waiting tasks (and their downloads) at once.
@@ -205,6 +223,7 @@ def emulated_account(run_folder: Path, options, kit_dir: Path):
             "--workdir", str(folder / "batch"), "--state-file", str(folder / "batch-state.json"), *flags],
             folder / "batch-emulator.log",
             {**child_env, "BATCH_EMULATOR_KEY": key, "PYTHONPATH": os.pathsep.join(filter(None, [str(kit_dir), child_env.get("PYTHONPATH")]))}))
+        emulator_pid.write_text(str(children[1].proc.pid))
         children[1].wait_for(batch_port, deadline)
         say(f"emulated account: Batch on 127.0.0.1:{batch_port}, storage on 127.0.0.1:{blob_port}, data in {folder}", options.quiet)
         yield {

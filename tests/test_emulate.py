@@ -9,13 +9,18 @@ Compared with the plain serial loop, never with another backend.
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from superbatch.emulate import _free_port, _run_port, azurite_command
+from superbatch.errors import SuperbatchError
 from tests.kit import REPO, Kit, last_line, plain_loop
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -128,6 +133,8 @@ def test_sigkill_then_rerun_repeats_nothing(kit):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert_nothing_left(kit)  # Azurite and the emulator died with the controller
+    azurite_log = (kit.run_dir("killed") / "emulated" / "azurite.log").read_text()
+    assert azurite_log.count("successfully closed") == azurite_log.count("is closing"), azurite_log  # its blobs' metadata saved
     done_before = completed_tasks(kit, "killed")
     assert len(done_before) < 8, "every task ended before the kill"
     ran_before = log.read_text().split()
@@ -207,3 +214,76 @@ def test_a_quota_of_zero_cores_ends_with_the_kits_quota_message(kit):
     assert "core quota is reached" in last_line(done.stderr) and "AccountCoreQuotaReached" in last_line(done.stderr), done.stderr
     assert "Traceback" not in done.stderr
     assert_nothing_left(kit)
+
+
+def listening(port: int) -> socket.socket:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    return holder
+
+
+def test_the_runs_storage_port_is_waited_for_never_swapped(tmp_path):
+    """Tasks' SAS URLs name the run's storage port: a port still held (an
+    earlier session's Azurite closing) is waited for, then refused in one line."""
+    record = tmp_path / "storage-port"
+    port = _free_port()
+    record.write_text(str(port))
+    holder = listening(port)
+    threading.Timer(1.0, holder.close).start()
+    assert _run_port(record, wait=10) == port
+    with listening(port):
+        with pytest.raises(SuperbatchError) as error:
+            _run_port(record, wait=1)
+    assert str(error.value) == (f"the run's storage port 127.0.0.1:{port} (in {record}) is still in use after 1 s, and its tasks' "
+                                "download links name it: stop what holds it, then run again")
+    assert record.read_text() == str(port)
+
+
+def test_a_busy_storage_port_stops_the_run_with_one_line(kit):
+    port = _free_port()
+    (kit.run_dir("held") / "emulated").mkdir(parents=True)
+    (kit.run_dir("held") / "emulated" / "storage-port").write_text(str(port))
+    with listening(port):
+        done = kit.run("--backend", "azure", "--emulate", "--run", "held", env=NO_ENGINE)
+    assert done.returncode != 0
+    assert last_line(done.stderr) == (f"error: the run's storage port 127.0.0.1:{port} (in {kit.run_dir('held') / 'emulated' / 'storage-port'}) "
+                                      "is still in use after 10 s, and its tasks' download links name it: stop what holds it, then run again")
+    assert "Traceback" not in done.stderr
+    assert_nothing_left(kit)
+
+
+def test_the_storage_guard_stops_azurite_only_after_the_emulator_ended(tmp_path):
+    """A controller's death signals the guard and the emulator at once: Azurite
+    must keep serving until the emulator (here a stand-in process) has ended,
+    then close (its metadata saved), not be cut off."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    pid_file = tmp_path / "emulator.pid"
+    pid_file.write_text(str(stand_in.pid))
+    port = _free_port()
+    log = tmp_path / "azurite.log"
+    with open(log, "wb") as out:
+        guard = subprocess.Popen([sys.executable, "-m", "superbatch.storage_guard", str(pid_file), azurite_command(REPO),
+                                  "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path / "data"),
+                                  "--silent", "--disableTelemetry"], cwd=REPO, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and guard.poll() is None, log.read_text()
+                time.sleep(0.05)
+        guard.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()  # still serving: the emulator has not ended
+        assert "closing" not in log.read_text()
+        stand_in.stdin.close()  # the stand-in ends, a zombie until reaped below: ended all the same
+        assert guard.wait(timeout=30) == 0
+        stand_in.wait()
+        assert log.read_text().strip().splitlines()[-1] == "Azurite Blob service successfully closed"
+    finally:
+        for proc in (guard, stand_in):
+            if proc.poll() is None:
+                proc.kill()
