@@ -11,6 +11,7 @@ median of the rounds' ratios, with their min–max range.
 """
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,66 @@ def compare(label: str, count: int, loops: int, rounds: int) -> Comparison:
                 assert result == reference, (side, result, reference)
     result = Comparison(ratios(times["kit"], times["joblib"]), Spread(times["kit"]), Spread(times["joblib"]))
     print(f"{label:<42} kit {result.kit.text('.3f', ' s')}   joblib {result.joblib.text('.3f', ' s')}   ratio {result.ratio.text()}")
+    return result
+
+
+# One local run apart from the compared rounds, timed by phase: what the kit
+# does that joblib.Parallel does not. The script wraps superbatch.flow's
+# timed() and _report() to note when each phase began and ended (time.time(),
+# the clock of the iterations' spans in the summary).
+BREAKDOWN = """
+import contextlib, json, sys, time
+sys.path.insert(0, {kit!r})
+began = time.time()
+from superbatch import flow
+from superbatch.cli import main
+marks = {{"import": [(began, time.time())]}}
+def noted(name, function):
+    def wrapper(*args, **kwargs):
+        started = time.time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            marks.setdefault(name, []).append((started, time.time()))
+    return wrapper
+timed = flow.timed
+@contextlib.contextmanager
+def marked(phases, name):
+    started = time.time()
+    with timed(phases, name):
+        yield
+    marks.setdefault(name, []).append((started, time.time()))
+flow.timed = marked
+flow._report = noted("report", flow._report)
+code = main(["--run", {run!r}, "--quiet", "--summary-json", {summary!r}])
+marks["total"] = [(began, time.time())]
+print(json.dumps(marks), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def breakdown(count: int) -> dict:
+    """Seconds of one local run of `count` trivial iterations: the kit's
+    import, each phase of flow.run_job (stage, run, aggregate), inside the
+    run phase the pool's start (to the first iteration's start), the
+    iterations (first start to last end; and the sum of their spans,
+    worker.py's own work per iteration included) and what follows the last
+    one; the run report (flow._report: facts closed, report.html drawn in a
+    subprocess) and the rest (argument parsing, the summary JSON written)."""
+    with tempfile.TemporaryDirectory(prefix="bench-b3-") as folder:
+        kit = Kit(Path(folder))
+        kit.write_task(TASK.format(loops=0, count=count))
+        summary_path = Path(folder) / "summary.json"
+        done = subprocess.run([sys.executable, "-c", BREAKDOWN.format(kit=folder, run="breakdown", summary=str(summary_path))],
+                              cwd=folder, capture_output=True, text=True, check=True)
+        marks = json.loads(done.stderr.strip().splitlines()[-1])
+        attempts = [a for fact in json.loads(summary_path.read_text())["facts"] for a in fact.get("attempts", [])]
+    seconds = {name: sum(end - start for start, end in spans) for name, spans in marks.items()}
+    run_start, run_end = marks["run"][0]
+    first, last = min(a["start"] for a in attempts), max(a["end"] for a in attempts)
+    result = {**seconds, "pool_start": first - run_start, "iterations_span": last - first,
+              "iterations_sum": sum(a["end"] - a["start"] for a in attempts), "after_iterations": run_end - last}
+    result["rest"] = seconds["total"] - sum(v for k, v in seconds.items() if k != "total")
     return result
 
 
