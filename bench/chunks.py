@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import local
+from bench.chunkfiles import home_times, inside_chunks, last_home
 from bench.stats import Spread, order, ratios
 from tests.kit import Kit
 from tests.support.proxy import start_proxy
@@ -127,7 +128,7 @@ class Run:
     prep: list  # (node, start, end) of the job preparation task on each node
     config_gets: int = 0
     stderr: list = field(default_factory=list)
-    between: float | None = None  # seconds between iterations in a chunk (worker.py's own work between them)
+    inside: dict = field(default_factory=dict)  # inside_chunks(): between, before and after the iterations
     last_home: float | None = None  # seconds since the controller started: the newest result file's mtime
     homes: list = field(default_factory=list)  # the 10th, 50th and 90th percentiles of the results' mtimes, likewise
     rss_self_mb: float | None = None  # the controller process's own peak
@@ -207,41 +208,9 @@ def azure_run(kit: Kit, env: dict, emulator, run: str, count: int, seconds: floa
         gets = sum(n for path, n in blobs.arrived("GET").items() if path.endswith(f"/{run}/config.pickle"))
     return Run(count, chunk, wall, int(rss_path.read_text()) / 1024, stats["total"],
                {op: sum(by.values()) for op, by in stats["byOperation"].items()}, json.loads(summary_path.read_text()),
-               tasks, prep, gets, done.stderr.splitlines(), between=between_iterations(env, run, tasks),
+               tasks, prep, gets, done.stderr.splitlines(), inside=inside_chunks(env, run, tasks, started),
                last_home=last_home(kit, run) - started, rss_self_mb=int(Path(f"{rss_path}.self").read_text()) / 1024,
                homes=[home_times(kit, run)[int(q * count / 10)] - started for q in (1, 5, 9)])
-
-
-def home_times(kit: Kit, run: str) -> list:
-    """When each result came home, sorted: the result files' mtimes (time.time() scale)."""
-    return sorted(path.stat().st_mtime for path in (kit.path / "runs" / run).glob("task_*_output.*"))
-
-
-def last_home(kit: Kit, run: str) -> float:
-    """When the last result came home: the newest result file's mtime."""
-    return home_times(kit, run)[-1]
-
-
-def between_iterations(env: dict, run: str, tasks: list) -> float | None:
-    """Mean seconds a chunk of many iterations spent between one iteration's
-    end and the next one's start (worker.py's own work: writing the result,
-    adding it to a part, sending a part each second), from the chunks'
-    status.json: {"iterations": {index: {"ok", "tries": [[start, end], ...],
-    "part"}}}; an iteration an earlier attempt finished ({"earlier": true})
-    has no tries and is left out."""
-    from azure.storage.blob import ContainerClient
-
-    container = ContainerClient.from_connection_string(env["STORAGE_ACCOUNT_CONNECTION_STRING"], f"superbatch-{run}")
-    gaps = []
-    for task_id, _, _ in tasks:
-        try:
-            data = container.download_blob(f"{run}/chunks/{task_id}/status.json").readall()
-        except Exception:  # not a chunk task
-            continue
-        spans = sorted((e["tries"][0][0], e["tries"][-1][1]) for e in json.loads(data)["iterations"].values() if e.get("tries"))
-        gaps += [b[0] - a[1] for a, b in zip(spans, spans[1:])]
-    container.delete_container()
-    return sum(gaps) / len(gaps) if gaps else None
 
 
 def big_run(kit: Kit, env: dict, emulator, count: int, say, deadline: float = B5_DEADLINE) -> dict:
@@ -457,8 +426,10 @@ def notes(f: Figures) -> list:
         f"- B1 auto, round 1, seconds from the controller's start: {b1.timeline}. Before the first task starts ({before:.1f} s: "
         f"staging, pool, job, {prep}none of it chunking's) and after the last result is home "
         f"({b1.wall - b1.last_home:.1f} s: the aggregate, the summary, the run report) the controller's wall is not chunking's."
-        + (f" Inside a chunk, {b1.between * 1000:.1f} ms pass between one iteration's end and the next one's start (worker.py's "
-           f"own work, parts sent each second included; from the chunks' status.json) against {B1_SECONDS * 1000:g} ms of work." if b1.between is not None else ""),
+        + (f" Inside a chunk task (means, from the chunks' status.json): {b1.inside['before']:.2f} s from the task's start to its first "
+           f"iteration (the {OVERHEAD:g} s modelled cost, Python and worker.py starting), {b1.inside['between'] * 1000:.1f} ms between one "
+           f"iteration's end and the next one's start (worker.py's own work, parts sent each second) against {B1_SECONDS * 1000:g} ms of "
+           f"work, {b1.inside['after']:.2f} s from the last iteration to the task's end." if b1.inside.get("between") is not None else ""),
         f"- B2 auto, round 1: {b2.timeline}.",
         f"- B3: bench/local.py's comparison (fresh processes, ABBA), seconds per round: kit {f.b3.kit.rounds()}, joblib {f.b3.joblib.rounds()}. "
         + (f"One more local run, seconds: total {b3['total']:.2f} = import {b3['import']:.2f} + load/stage {b3.get('load', 0) + b3.get('stage', 0):.2f} "
