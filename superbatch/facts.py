@@ -66,8 +66,12 @@ class FactLog:
 
 def read_facts(run_dir: Path) -> list:
     """Every whole line of a run's facts.jsonl, in order ([] when there is none)."""
+    return list(iter_facts(run_dir))
+
+
+def iter_facts(run_dir: Path):
+    """The same, one at a time: a run of 100,000 iterations has as many facts."""
     path = Path(run_dir) / FACTS_FILE
-    facts = []
     try:
         with open(path, encoding="utf-8") as file:
             for line in file:
@@ -76,10 +80,9 @@ def read_facts(run_dir: Path) -> list:
                 except ValueError:
                     continue  # the partial last line of a crashed session
                 if isinstance(fact, dict):
-                    facts.append(fact)
+                    yield fact
     except FileNotFoundError:
         pass
-    return facts
 
 
 def latest_by_task(facts: list) -> dict:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from .backends import Backend, TaskEnd, backend_class
 from .chunks import harvest
 from .errors import SuperbatchError
-from .facts import FactLog, read_facts
+from .facts import FactLog, iter_facts
 from .formats import load
 from .progress import Progress, say
 from .redact import redact
@@ -56,12 +56,21 @@ class Summary:
     def write(self, path: Path) -> None:
         data = asdict(self)
         facts_file, session = data.pop("facts_file"), data.pop("session")
-        data["facts"] = [fact for fact in read_facts(facts_file.parent) if fact.get("kind") == "task" and fact.get("session") == session] if facts_file else []
         try:
             json.dumps(data["aggregate"])
         except (TypeError, ValueError):
             data["aggregate"] = repr(data["aggregate"])
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        # The facts go last, one line each as they are read: 100,000 of them
+        # as one JSON text would hold hundreds of MB at once.
+        head = json.dumps(data, indent=2)
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(head[:-2] + ',\n  "facts": [')
+            separator = "\n    "
+            for fact in iter_facts(facts_file.parent) if facts_file else []:
+                if fact.get("kind") == "task" and fact.get("session") == session:
+                    out.write(separator + json.dumps(fact))
+                    separator = ",\n    "
+            out.write("\n  ]\n}\n")
 
 
 class TaskFailures(SuperbatchError):
