@@ -29,7 +29,9 @@ alone as soon as it ends: a node that is preempted loses the iteration it
 was running and at most a second of finished ones. A chunk that starts again
 skips the positions its parts already cover, and status.json, written last,
 tells the controller how each iteration went, when, and in which part.
-SUPERBATCH_RETRIES tries a failing iteration again, alone.
+SUPERBATCH_RETRIES tries a failing iteration again, alone; with
+SUPERBATCH_TIME_BOX (a first-wave chunk of --chunk auto) the worker starts no
+iteration after that many seconds, and leaves the rest out of status.json.
 """
 
 import contextlib
@@ -90,8 +92,12 @@ def run_task(workdir=".", on_iteration=None):
     folder = BlobFolder.from_environment()
     parts = Parts(folder, workdir) if folder else None
     retries = int(os.environ.get("SUPERBATCH_RETRIES", "0"))
+    time_box = float(os.environ.get("SUPERBATCH_TIME_BOX", "0"))  # a first-wave chunk stops starting iterations after this
+    began = time.monotonic()
     status = {}
     for position, (index, item) in enumerate(parameters[CHUNK_KEY]):
+        if time_box and status and time.monotonic() - began >= time_box:
+            break  # the rest is not in status.json: the controller sends it again, in chunks sized from these
         output = names[2].format(index)
         if parts and position in parts.earlier:  # finished by an attempt that was preempted
             status[index] = {"earlier": True, "part": parts.earlier[position]}

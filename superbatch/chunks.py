@@ -64,6 +64,13 @@ class ChunkSizer:
         return max(1, min(size, busy, remaining))
 
 
+# --chunk auto on Azure Batch: the first wave is one chunk per slot holding
+# every iteration, each stopped after this many seconds of work (the worker's
+# SUPERBATCH_TIME_BOX); a run whose work fits is done in one task per slot,
+# and the rest of a longer one is sized from the iterations timed. The
+# variable of the same name changes it (tests use a second or two).
+FIRST_WAVE_SECONDS = float(os.environ.get("SUPERBATCH_FIRST_WAVE_SECONDS", "60"))
+
 # About how long a chunk on Azure Batch may last at most: long enough that a
 # task's fixed cost (scheduling, container start: seconds) is a small part of
 # it, short enough that progress shows and slots even out near the end.

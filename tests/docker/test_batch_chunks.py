@@ -60,8 +60,8 @@ def batch(kit, registry, base_image):
         return ["--backend", "azure", "--run", run, "--image", image, "--poll-interval", "0.2", "--fixed-pool",
                 *(["--build", "--base-image", base_image, "--push"] if build else []), *more]
 
-    def run(cloud, run_name: str, *more, build: bool = False, **kwargs):
-        return kit.run(*flags(run_name, *more, build=build), env={**cloud.env, **registry.env()}, timeout=600, **kwargs)
+    def run(cloud, run_name: str, *more, build: bool = False, env=None, **kwargs):
+        return kit.run(*flags(run_name, *more, build=build), env={**cloud.env, **registry.env(), **(env or {})}, timeout=600, **kwargs)
 
     run.flags = flags
     run.env = lambda cloud: {**cloud.env, **registry.env()}
@@ -95,7 +95,7 @@ def test_chunk_1_7_and_auto_give_the_plain_loops_aggregate_with_the_config_fetch
     cloud = make_cloud(docker="on")
     kit.write_task(task_source(20, sleep=0.05))
     truth = plain_loop(kit.path)
-    for run, flags, sizes in (("one", ["--chunk", "1"], None), ("seven", ["--chunk", "7"], [7, 7, 6]), ("auto", [], [1, 1, 9, 9])):
+    for run, flags, sizes in (("one", ["--chunk", "1"], None), ("seven", ["--chunk", "7"], [7, 7, 6]), ("auto", [], [10, 10])):
         done = batch(cloud, run, "--dedicated-nodes", "2", *flags, build=run == "one")
         assert done.returncode == 0, done.stderr
         assert last_line(done.stdout) == truth
@@ -236,3 +236,19 @@ def test_a_resumed_run_whose_sas_nears_expiry_moves_to_a_new_job_with_a_fresh_pr
     assert "creating job superbatch-expiring__2 (the tasks without an output; superbatch-expiring is ended)" in again.stderr
     assert last_line(again.stdout) == plain_loop(kit.path)
     assert runs_of_each(cloud) == {index: 1 for index in range(6)}
+
+
+def test_auto_sends_again_what_a_time_boxed_first_wave_left_sized_from_its_times(kit, make_cloud, batch, docker_client):
+    """--chunk auto's first wave holds every iteration, one chunk per slot,
+    each stopped after FIRST_WAVE_SECONDS of work (1 s here instead of 60):
+    the iterations they left go out again in chunks sized from their times."""
+    cloud = make_cloud(docker="on")
+    kit.write_task(task_source(20, sleep=0.3))
+    done = batch(cloud, "boxed", "--dedicated-nodes", "2", build=True, env={"SUPERBATCH_FIRST_WAVE_SECONDS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert last_line(done.stdout) == plain_loop(kit.path)
+    chunks = journal_chunks(kit, "boxed")
+    sizes = sizes_of(chunks)
+    assert sizes[:2] == [10, 10] and len(sizes) > 2, sizes  # the first wave, then what it left, sized
+    assert sum(sizes[2:]) < 20 - 2 * 2  # each first-wave chunk ran at least its first few iterations
+    assert runs_of_each(cloud) == {index: 1 for index in range(20)}  # nothing ran twice, nothing was lost

@@ -35,9 +35,9 @@ def test_build_push_then_azure_runs_every_task_in_the_pulled_image(kit, containe
 
     docker_client.images.get(image)  # pulled back from the registry
     tasks = cloud.job_tasks("superbatch-mission")
-    # worker.py's default, chunks: a first wave of one iteration per slot, then the other 15 in one task
+    # worker.py's default, chunks: the first wave, one chunk per slot of the pool (here one), held all 16
     chunks = json.loads((kit.run_dir("mission") / "run.json").read_text())["backends"]["azure"]["chunks"]
-    assert sorted(sum(last - first + 1 for first, last in ranges) for ranges in chunks.values()) == [1, 15]
+    assert sorted(sum(last - first + 1 for first, last in ranges) for ranges in chunks.values()) == [16]
     assert sorted(task.id for task in tasks) == sorted(chunks)
     assert all(task.execution_info.container_info and task.execution_info.container_info.container_id for task in tasks)
     pool = cloud.emulator.client().get_pool("superbatch")

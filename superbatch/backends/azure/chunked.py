@@ -13,10 +13,12 @@ results is fetched, its files unpacked into the run folder. A chunk that
 failed as a whole (task.py does not import, retries used up) has no status,
 and then the parts in its folder tell which iterations had finished.
 
---chunk auto: a first wave of one iteration per slot of the pool; the
-iteration times the first finished chunk reports size the rest
-(chunks.batch_sizes), which are then added at once. The measured time is
-journaled, so a resumed run sizes without a new first wave.
+--chunk auto: a first wave of one chunk per slot of the pool, together
+holding every iteration, each told to start no iteration after
+chunks.FIRST_WAVE_SECONDS of work. A run that fits is done then; the
+iterations a first-wave chunk left are sent again in chunks sized from the
+times it reported (chunks.batch_sizes). The measured time is journaled, so a
+resumed run sizes without a new first wave.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Optional
 
 from constants import CHUNK_STATUS_FILE
 
-from ...chunks import AUTO, batch_sizes, chunk_resource
+from ...chunks import AUTO, FIRST_WAVE_SECONDS, batch_sizes, chunk_resource
 from ...redact import redact
 from ..base import TaskEnd, span, tail
 from .ranges import add_range, from_sorted
@@ -42,6 +44,14 @@ ADD_AT_ONCE = 100  # chunk tasks per add request, the service's limit
 def is_chunk_id(task_id: str) -> bool:
     last = task_id.rsplit("-", 1)[-1]
     return last.startswith("c") and last[1:].isdigit()
+
+
+def split(indices: list, sizes: list) -> list:
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(indices[start:start + size])
+        start += size
+    return groups
 
 
 def expand(ranges: list) -> list:
@@ -55,10 +65,11 @@ class ChunkTasks:
         self.backend = backend
         self.setting = setting  # a number of iterations per chunk, or AUTO
         self.result_blob: dict = {}  # index -> the blob of its result, until fetched
-        self.unsized: list = []  # auto: iterations waiting for the first wave's times
+        self.unsized: list = []  # auto: iterations a first-wave chunk left, to send again once sized
         self.first_wave: set = set()  # task ids of the first wave still running
         self.first_wave_times: list = []  # wall seconds of first-wave tasks that reported no iteration time
         self.unpacked: set = set()  # parts whose files are in the run folder
+        self.ended: set = set()  # chunk tasks whose end has been read
         self.errors: dict = {}  # index -> the traceback a part held for it
         self.lock = threading.Lock()  # guards part_locks: fetch threads unpack parts, each part once
         self.part_locks: dict = {}
@@ -89,17 +100,12 @@ class ChunkTasks:
             self.add([indices[start:start + size] for start in range(0, len(indices), size)])
             return
         seconds = self.state.get("iteration_seconds")
-        if seconds is None:  # the first wave: one iteration per slot, timed by the worker
-            wave, self.unsized = indices[:self.slots()], indices[self.slots():]
-            self.first_wave = set(self.add([[index] for index in wave]))
+        if seconds is None:  # the first wave: every iteration, one chunk per slot, time-boxed
+            self.first_wave = set(self.add(split(indices, batch_sizes(len(indices), self.slots(), 0.0)), FIRST_WAVE_SECONDS))
             return
         sizes = batch_sizes(len(indices), self.slots(), seconds)
-        groups, start = [], 0
-        for size in sizes:
-            groups.append(indices[start:start + size])
-            start += size
         self.backend._say(f"chunks of {sizes[0]} iterations (about {seconds:.3g}s each, {self.slots()} slots)")
-        self.add(groups)
+        self.add(split(indices, sizes))
 
     def size_the_rest(self) -> None:
         """Auto: once the first wave has told an iteration's time (or has
@@ -112,10 +118,10 @@ class ChunkTasks:
             # Every first-wave chunk failed as a whole: its tasks' wall time is the best guess there is.
             times = self.first_wave_times or [60.0]
             self.backend._save_state(iteration_seconds=sum(times) / len(times))
-        rest, self.unsized = self.unsized, []
+        rest, self.unsized = sorted(self.unsized), []
         self.send(rest)
 
-    def add(self, groups: list) -> list:
+    def add(self, groups: list, time_box: Optional[float] = None) -> list:
         """Upload each chunk's resource file and add its task; returns the task ids."""
         from . import sas
         from .digests import record
@@ -138,7 +144,7 @@ class ChunkTasks:
                               for task_id, group in named)
             tasks = [chunk_task_definition(task_id, backend.settings, store.read_url(self.folder(task_id) + files.resource),
                                            results_url, self.folder(task_id), backend.options.retries, files,
-                                           image=backend.task_image) for task_id, group in named]
+                                           image=backend.task_image, time_box=time_box) for task_id, group in named]
             backend.batch.add_tasks(backend.job_id, tasks)
             # Journaled once added: a crash before leaves tasks no journal names,
             # whose iterations a rerun sends again in chunks of its own.
@@ -157,8 +163,9 @@ class ChunkTasks:
     def ends(self, task, waiting: set) -> list:
         """A TaskEnd for each iteration of this completed chunk task still waited for."""
         members = self.members(task.id)
-        if members is None:
-            return []  # not a task of this job's journal (added before a crash, or another run's)
+        if members is None or task.id in self.ended:
+            return []  # not a task of this job's journal (added before a crash, or another run's), or seen already
+        self.ended.add(task.id)  # listings overlap; what a first-wave chunk left must be sent once
         members = [index for index in members if index in waiting]
         self.first_wave.discard(task.id)
         if not members:
@@ -193,7 +200,10 @@ class ChunkTasks:
         where = status.get("node") or (task.node_info.node_id if task.node_info else "") or "node unknown"
         ends, times = [], []
         for index in members:
-            entry = iterations.get(str(index)) or {}
+            entry = iterations.get(str(index))
+            if entry is None:  # a first-wave chunk's time ran out before it: sent again, sized
+                self.unsized.append(index)
+                continue
             part = folder + entry["part"] if entry.get("part") else None
             tries = entry.get("tries") or []  # none for what a preempted attempt had finished
             if tries:

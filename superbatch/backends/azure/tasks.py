@@ -69,12 +69,13 @@ def task_definition(task_id: str, settings: AzureSettings, config_url: Optional[
 
 def chunk_task_definition(task_id: str, settings: AzureSettings, resource_url: str, results_url: str,
                           results_prefix: str, retries: int, files: Files = FILES["pickle"],
-                          image: str = None) -> models.BatchTaskCreateOptions:
+                          image: str = None, time_box: Optional[float] = None) -> models.BatchTaskCreateOptions:
     """Several iterations as one task (worker.py's docstring): the chunk's
     resource file in, and in its environment the blob folder where the worker
     puts each iteration's file as it is written. No output file: Batch uploads
     those only when the task ends, and a preempted node would lose them.
-    retries: for each iteration inside the worker, and for the chunk as a whole."""
+    retries: for each iteration inside the worker, and for the chunk as a whole.
+    time_box: seconds after which the worker starts no more iterations (--chunk auto's first wave)."""
     return models.BatchTaskCreateOptions(
         id=task_id,
         command_line=settings.task_command,
@@ -85,6 +86,7 @@ def chunk_task_definition(task_id: str, settings: AzureSettings, resource_url: s
             models.EnvironmentSetting(name="SUPERBATCH_RESULTS_URL", value=results_url),
             models.EnvironmentSetting(name="SUPERBATCH_RESULTS_PREFIX", value=results_prefix),
             models.EnvironmentSetting(name="SUPERBATCH_RETRIES", value=str(retries)),
+            *([models.EnvironmentSetting(name="SUPERBATCH_TIME_BOX", value=f"{time_box:g}")] if time_box else []),
         ],
         constraints=models.BatchTaskConstraints(max_task_retry_count=retries),
     )
