@@ -178,7 +178,9 @@ def test_with_an_engine_tasks_run_in_the_image_and_ctrl_c_leaves_no_container(ki
         return [c.name for c in client.containers.list(all=True) if any(str(kit.path) in (m.get("Source") or "") for m in c.attrs.get("Mounts", []))]
 
     try:
-        proc = subprocess.Popen(kit.command("--backend", "azure", "--emulate", "--run", "boxed", "--build", "--base-image", base, "--image", image),
+        # --chunk 1: results come home task by task, so the Ctrl-C lands while tasks
+        # still run (a chunk's results come home together, when it ends)
+        proc = subprocess.Popen(kit.command("--backend", "azure", "--emulate", "--run", "boxed", "--build", "--base-image", base, "--image", image, "--chunk", "1"),
                                 cwd=kit.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while len(list(kit.run_dir("boxed").glob("task_*_output.pickle"))) < 2:
@@ -196,7 +198,7 @@ def test_with_an_engine_tasks_run_in_the_image_and_ctrl_c_leaves_no_container(ki
         assert_nothing_left(kit)
         assert containers() == []
 
-        again = kit.run("--backend", "azure", "--emulate", "--run", "boxed", "--image", image, env=env)
+        again = kit.run("--backend", "azure", "--emulate", "--run", "boxed", "--image", image, "--chunk", "1", env=env)
         assert again.returncode == 0, again.stderr
         assert last_line(again.stdout) == plain_loop(kit.path)
         assert containers() == []
