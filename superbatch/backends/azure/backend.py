@@ -8,14 +8,14 @@
              count moved, the tasks completed since the last one seen
              ($filter on stateTransitionTime, $select of four fields)
     fetch    download task_<i>_output.pickle (or .json) from the run's blob container
+    close    end the job once every task has ended, so that finished runs do
+             not hold the account's active-job quota
 
 With worker.py, the job's preparation task brings the shared config to each
 node once (tasks.config_preparation), and tasks carry chunks of iterations
 (--chunk, auto by default: chunked.py); a task still ends as one TaskEnd per
 iteration. Another worker (WORKER, --task-command) runs one iteration per
 task with the config among its own resource files, as it expects.
-    close    end the job once every task has ended, so that finished runs do
-             not hold the account's active-job quota
 
 A Batch task cannot change once added (command line, image, SAS URLs), and a
 completed job takes no new tasks, so the kit never reactivates a task: tasks
