@@ -36,7 +36,7 @@ from constants import CHUNK_STATUS_FILE
 from ...chunks import AUTO, FIRST_WAVE_SECONDS, batch_sizes, chunk_resource
 from ...redact import redact
 from ..base import TaskEnd, span, tail
-from .ranges import add_range, from_sorted
+from .ranges import add_range, expand, from_sorted
 
 ADD_AT_ONCE = 100  # chunk tasks per add request, the service's limit
 
@@ -52,10 +52,6 @@ def split(indices: list, sizes: list) -> list:
         groups.append(indices[start:start + size])
         start += size
     return groups
-
-
-def expand(ranges: list) -> list:
-    return [index for first, last in ranges for index in range(first, last + 1)]
 
 
 class ChunkTasks:

@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .ranges import add_range, from_sorted
+from .ranges import add_range, expand, from_sorted
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # A HEAD must accept every kind of manifest, or a registry answers with a
@@ -143,7 +143,7 @@ def record(images: dict, reference: str, indices: list) -> dict:
         if other == reference:
             result[other] = ranges
             continue
-        kept = [index for low, high in ranges for index in range(low, high + 1) if index not in taken]
+        kept = [index for index in expand(ranges) if index not in taken]
         if kept:
             result[other] = from_sorted(kept)
     ranges = result.get(reference, [])
@@ -155,5 +155,4 @@ def record(images: dict, reference: str, indices: list) -> dict:
 
 def by_index(images: dict) -> dict:
     """reference -> sorted task indices, for the summary."""
-    return {reference: [index for low, high in ranges for index in range(low, high + 1)]
-            for reference, ranges in images.items()}
+    return {reference: expand(ranges) for reference, ranges in images.items()}

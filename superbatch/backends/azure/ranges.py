@@ -24,3 +24,8 @@ def add_range(ranges: list, first: int, last: int) -> list:
 
 def contains(ranges: list, index: int) -> bool:
     return any(low <= index <= high for low, high in ranges)
+
+
+def expand(ranges: list) -> list:
+    """Every index the ranges hold, in order."""
+    return [index for low, high in ranges for index in range(low, high + 1)]
